@@ -1,0 +1,51 @@
+//! The library's error type. Every variant names the file, tensor or field at fault and what was expected,
+//! so that a front end can print it as one line for a person.
+
+use std::path::PathBuf;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+
+    /// A file whose bytes do not follow its format (truncated, corrupt, lying offsets).
+    #[error("{path}: {what}")]
+    Format { path: PathBuf, what: String },
+
+    #[error("{file}: field `{field}`: {what}")]
+    Config { file: PathBuf, field: String, what: String },
+
+    #[error("{file}: missing tensor `{name}`")]
+    MissingTensor { file: PathBuf, name: String },
+
+    #[error("{file}: tensor `{name}` has shape {got:?}, expected {expected:?}")]
+    ShapeMismatch { file: PathBuf, name: String, expected: Vec<usize>, got: Vec<usize> },
+
+    #[error("{file}: tensor `{name}` has type {dtype}, which {what}")]
+    UnsupportedDType { file: PathBuf, name: String, dtype: String, what: String },
+
+    #[error("unknown architecture `{0}`: gemma-rs runs gemma, gemma2, gemma3 and gemma3_text")]
+    UnknownArchitecture(String),
+
+    #[error("{0}")]
+    Tokenizer(String),
+
+    /// A request the model cannot serve as asked (prompt longer than the context, bad token id, ...).
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Error {
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io { path: path.into(), source }
+    }
+    pub fn format(path: impl Into<PathBuf>, what: impl Into<String>) -> Self {
+        Error::Format { path: path.into(), what: what.into() }
+    }
+    pub fn config(file: impl Into<PathBuf>, field: impl Into<String>, what: impl Into<String>) -> Self {
+        Error::Config { file: file.into(), field: field.into(), what: what.into() }
+    }
+}

@@ -1,0 +1,297 @@
+//! The Gemma decoder: one forward pass for every generation, driven by [`Config`].
+//!
+//! A call processes a batch of *chunks*, each some new tokens of one sequence with that sequence's own state,
+//! so one-shot prefill, chunked prefill, token-by-token decode and a server's batch of sequences at different
+//! positions all go through the same code. The tokens of all chunks are stacked into one activation matrix, so
+//! every weight matrix is read once per call; attention then runs per sequence against its own cache.
+
+use super::config::{AttentionScope, Config};
+use super::state::SeqState;
+use super::weights::Weights;
+use crate::kernels::ops::{geglu, rms_norm, rms_norm_inplace, rope_apply, rope_inv_freq, softcap};
+use crate::kernels::{matmul, SyncPtr, ThreadPool};
+use crate::quant::{DType, QuantizedActs};
+use crate::{Error, Result};
+
+/// A loaded model: validated config and immutable weights. `forward` takes `&self`: many sequences, one model.
+pub struct Model {
+    pub config: Config,
+    pub weights: Weights,
+    /// `sqrt(d_model)`, rounded to the embedding's stored type as transformers does
+    /// (`torch.tensor(hidden_size**0.5, dtype=embed.dtype)`), f32 for quantized embeddings as llama.cpp does.
+    pub embed_scale: f32,
+    /// Per layer: RoPE inverse frequencies (head_dim / 2).
+    inv_freq: Vec<Vec<f32>>,
+}
+
+/// Which positions of a chunk need output logits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogitsWanted {
+    None,
+    Last,
+    All,
+}
+
+/// New tokens of one sequence.
+pub struct Chunk<'a> {
+    pub tokens: &'a [u32],
+    pub state: &'a mut SeqState,
+    pub logits: LogitsWanted,
+}
+
+/// Activation buffers, reused across calls so that decoding does not allocate once they have grown.
+#[derive(Default)]
+pub struct Scratch {
+    /// (T, d_model) residual stream
+    x: Vec<f32>,
+    /// (T, d_model) normed input of a sub-block
+    xn: Vec<f32>,
+    /// (T, q_dim)
+    q: Vec<f32>,
+    /// (T, kv_dim)
+    k: Vec<f32>,
+    v: Vec<f32>,
+    /// (T, q_dim) attention output before o_proj
+    att: Vec<f32>,
+    /// (T, d_model) sub-block output
+    y: Vec<f32>,
+    /// (T, ffn_dim)
+    gate: Vec<f32>,
+    up: Vec<f32>,
+    acts: QuantizedActs,
+    /// (rows wanted, d_model) and (rows wanted, vocab)
+    last: Vec<f32>,
+    logits: Vec<f32>,
+    /// Per chunk: the range of rows of `logits` it asked for.
+    logit_rows: Vec<std::ops::Range<usize>>,
+}
+
+impl Scratch {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Logits of chunk `i` of the last forward call: (rows, vocab) flattened, rows as asked for.
+    pub fn logits(&self, i: usize, vocab: usize) -> &[f32] {
+        let r = &self.logit_rows[i];
+        &self.logits[r.start * vocab..r.end * vocab]
+    }
+}
+
+fn grow(v: &mut Vec<f32>, n: usize) {
+    if v.len() < n {
+        v.resize(n, 0.0);
+    }
+}
+
+impl Model {
+    pub fn new(config: Config, weights: Weights) -> Model {
+        let embed_scale = {
+            let s = (config.d_model as f32).sqrt();
+            match weights.embed.dtype {
+                DType::BF16 => half::bf16::from_f32(s).to_f32(),
+                DType::F16 => half::f16::from_f32(s).to_f32(),
+                _ => s,
+            }
+        };
+        let inv_freq = config.layers.iter().map(|l| rope_inv_freq(config.head_dim, l.rope.base, l.rope.linear_factor)).collect();
+        Model { config, weights, embed_scale, inv_freq }
+    }
+
+    /// A fresh state for a sequence of at most `max_pos` positions (capped at the model's context).
+    pub fn new_state(&self, max_pos: usize) -> SeqState {
+        SeqState::new(&self.config, max_pos.min(self.config.context_len))
+    }
+
+    /// Run the new tokens of every chunk through the model, appending them to each chunk's state; the logits
+    /// asked for are left in `scratch` (see [`Scratch::logits`]). Fails, before touching any state, on an
+    /// out-of-vocabulary id or a chunk that would pass its sequence's `max_pos`.
+    pub fn forward(&self, pool: &ThreadPool, chunks: &mut [Chunk], s: &mut Scratch) -> Result<()> {
+        let c = &self.config;
+        for ch in chunks.iter() {
+            if let Some(&bad) = ch.tokens.iter().find(|&&t| t as usize >= c.vocab_size) {
+                return Err(Error::Invalid(format!("token id {bad} is outside the vocabulary (size {})", c.vocab_size)));
+            }
+            if ch.state.pos + ch.tokens.len() > ch.state.max_pos {
+                return Err(Error::Invalid(format!(
+                    "sequence would reach {} positions, past its context of {}",
+                    ch.state.pos + ch.tokens.len(),
+                    ch.state.max_pos
+                )));
+            }
+        }
+        let t_total: usize = chunks.iter().map(|ch| ch.tokens.len()).sum();
+        let (d, qd, kvd, fd) = (c.d_model, c.q_dim(), c.kv_dim(), c.ffn_dim);
+        grow(&mut s.x, t_total * d);
+        grow(&mut s.xn, t_total * d);
+        grow(&mut s.y, t_total * d);
+        grow(&mut s.q, t_total * qd);
+        grow(&mut s.att, t_total * qd);
+        grow(&mut s.k, t_total * kvd);
+        grow(&mut s.v, t_total * kvd);
+        grow(&mut s.gate, t_total * fd);
+        grow(&mut s.up, t_total * fd);
+
+        // Embedding lookup, scaled by sqrt(d_model).
+        let w = &self.weights;
+        let mut row = 0;
+        for ch in chunks.iter() {
+            for &tok in ch.tokens {
+                let x = &mut s.x[row * d..(row + 1) * d];
+                w.embed.dequantize_row(tok as usize, x);
+                x.iter_mut().for_each(|v| *v *= self.embed_scale);
+                row += 1;
+            }
+        }
+        for ch in chunks.iter_mut() {
+            for (l, kv) in ch.state.layers.iter_mut().enumerate() {
+                debug_assert!(l < c.n_layers);
+                kv.reserve(ch.state.pos, ch.tokens.len());
+            }
+        }
+
+        let (x, xn, y) = (&mut s.x[..t_total * d], &mut s.xn[..t_total * d], &mut s.y[..t_total * d]);
+        let (q, k, v, att) =
+            (&mut s.q[..t_total * qd], &mut s.k[..t_total * kvd], &mut s.v[..t_total * kvd], &mut s.att[..t_total * qd]);
+        let (gate, up) = (&mut s.gate[..t_total * fd], &mut s.up[..t_total * fd]);
+        for (l, lw) in w.layers.iter().enumerate() {
+            // --- attention block: x += post_norm(o(attn(rope(norm(q)), rope(norm(k)), v))) ---
+            for (xr, nr) in x.chunks_exact(d).zip(xn.chunks_exact_mut(d)) {
+                rms_norm(xr, &lw.attn_norm, c.norm_eps, nr);
+            }
+            matmul(pool, &lw.q, xn, q, &mut s.acts);
+            matmul(pool, &lw.k, xn, k, &mut s.acts);
+            matmul(pool, &lw.v, xn, v, &mut s.acts);
+            if let (Some(qn), Some(kn)) = (&lw.q_norm, &lw.k_norm) {
+                q.chunks_exact_mut(c.head_dim).for_each(|h| rms_norm_inplace(h, qn, c.norm_eps));
+                k.chunks_exact_mut(c.head_dim).for_each(|h| rms_norm_inplace(h, kn, c.norm_eps));
+            }
+            let mut row = 0;
+            for ch in chunks.iter_mut() {
+                let n = ch.tokens.len();
+                let p0 = ch.state.pos;
+                for i in 0..n {
+                    let r = row + i;
+                    q[r * qd..(r + 1) * qd].chunks_exact_mut(c.head_dim).for_each(|h| rope_apply(h, p0 + i, &self.inv_freq[l]));
+                    k[r * kvd..(r + 1) * kvd].chunks_exact_mut(c.head_dim).for_each(|h| rope_apply(h, p0 + i, &self.inv_freq[l]));
+                }
+                // Append this chunk's keys and values, then attend: the ring was sized to keep what it needs.
+                let kv = &mut ch.state.layers[l];
+                for i in 0..n {
+                    let slot = kv.slot(p0 + i);
+                    kv.k[slot * kvd..(slot + 1) * kvd].copy_from_slice(&k[(row + i) * kvd..(row + i + 1) * kvd]);
+                    kv.v[slot * kvd..(slot + 1) * kvd].copy_from_slice(&v[(row + i) * kvd..(row + i + 1) * kvd]);
+                }
+                self.attend(pool, l, kv, p0, &q[row * qd..(row + n) * qd], &mut att[row * qd..(row + n) * qd]);
+                row += n;
+            }
+            matmul(pool, &lw.o, att, y, &mut s.acts);
+            add_residual(x, y, lw.post_attn_norm.as_deref(), c.norm_eps, d);
+
+            // --- MLP block: x += post_norm(down(gelu(gate(norm(x))) · up(norm(x)))) ---
+            for (xr, nr) in x.chunks_exact(d).zip(xn.chunks_exact_mut(d)) {
+                rms_norm(xr, &lw.ffn_norm, c.norm_eps, nr);
+            }
+            matmul(pool, &lw.gate, xn, gate, &mut s.acts);
+            matmul(pool, &lw.up, xn, up, &mut s.acts);
+            geglu(gate, up);
+            matmul(pool, &lw.down, gate, y, &mut s.acts);
+            add_residual(x, y, lw.post_ffn_norm.as_deref(), c.norm_eps, d);
+        }
+
+        // Final norm and output projection, only for the rows asked for.
+        s.logit_rows.clear();
+        let mut wanted = Vec::new();
+        let mut row = 0;
+        for ch in chunks.iter_mut() {
+            let n = ch.tokens.len();
+            let start = wanted.len();
+            match ch.logits {
+                LogitsWanted::None => {}
+                LogitsWanted::Last if n > 0 => wanted.push(row + n - 1),
+                LogitsWanted::Last => {}
+                LogitsWanted::All => wanted.extend(row..row + n),
+            }
+            s.logit_rows.push(start..wanted.len());
+            ch.state.pos += n;
+            row += n;
+        }
+        let vocab = c.vocab_size;
+        grow(&mut s.last, wanted.len() * d);
+        for (i, &r) in wanted.iter().enumerate() {
+            rms_norm(&x[r * d..(r + 1) * d], &w.final_norm, c.norm_eps, &mut s.last[i * d..(i + 1) * d]);
+        }
+        s.logits.resize(wanted.len() * vocab, 0.0);
+        matmul(pool, w.output(), &s.last[..wanted.len() * d], &mut s.logits, &mut s.acts);
+        if let Some(cap) = c.final_softcap {
+            softcap(&mut s.logits, cap);
+        }
+        Ok(())
+    }
+
+    /// Causal attention of `n` new queries (positions `p0..p0+n`, already in the cache) over the cached keys
+    /// each may see. Parallel over (query, head); softmax computed online in blocks, with no score buffer.
+    fn attend(&self, pool: &ThreadPool, l: usize, kv: &super::state::KvLayer, p0: usize, q: &[f32], out: &mut [f32]) {
+        let c = &self.config;
+        let (hd, qd, kvd, group) = (c.head_dim, c.q_dim(), c.kv_dim(), c.group_size());
+        let n = q.len() / qd;
+        let n_heads = c.n_heads;
+        let scale = c.query_scale;
+        let cap = c.attn_softcap;
+        let _ = l;
+        let out_ptr = SyncPtr(out.as_mut_ptr());
+        pool.run(n * n_heads, &|task| {
+            let (i, h) = (task / n_heads, task % n_heads);
+            let pos = p0 + i;
+            let qh = &q[i * qd + h * hd..i * qd + (h + 1) * hd];
+            let kvh = h / group;
+            // SAFETY: task (i, h) alone writes out[i][h·hd..(h+1)·hd].
+            let o = unsafe { std::slice::from_raw_parts_mut(out_ptr.get().add(i * qd + h * hd), hd) };
+            o.fill(0.0);
+            const BLOCK: usize = 64;
+            let mut scores = [0f32; BLOCK];
+            let (mut m, mut sum) = (f32::NEG_INFINITY, 0f32);
+            let first = kv.first_visible(pos);
+            let mut j0 = first;
+            while j0 <= pos {
+                let j1 = (j0 + BLOCK).min(pos + 1);
+                let mut bmax = f32::NEG_INFINITY;
+                for j in j0..j1 {
+                    let slot = kv.slot(j);
+                    let kr = &kv.k[slot * kvd + kvh * hd..slot * kvd + (kvh + 1) * hd];
+                    let mut s = crate::kernels::dot::scalar::dot_f32(qh, kr) * scale;
+                    if let Some(cap) = cap {
+                        s = cap * (s / cap).tanh();
+                    }
+                    scores[j - j0] = s;
+                    bmax = bmax.max(s);
+                }
+                let m_new = m.max(bmax);
+                let rescale = (m - m_new).exp();
+                sum *= rescale;
+                o.iter_mut().for_each(|v| *v *= rescale);
+                for j in j0..j1 {
+                    let p = (scores[j - j0] - m_new).exp();
+                    sum += p;
+                    let slot = kv.slot(j);
+                    let vr = &kv.v[slot * kvd + kvh * hd..slot * kvd + (kvh + 1) * hd];
+                    for (ov, vv) in o.iter_mut().zip(vr) {
+                        *ov += p * vv;
+                    }
+                }
+                m = m_new;
+                j0 = j1;
+            }
+            let inv = 1.0 / sum;
+            o.iter_mut().for_each(|v| *v *= inv);
+        });
+        let _ = AttentionScope::Global;
+    }
+}
+
+/// `x += norm(y)` (with a post-norm) or `x += y`.
+fn add_residual(x: &mut [f32], y: &mut [f32], post_norm: Option<&[f32]>, eps: f32, d: usize) {
+    if let Some(pn) = post_norm {
+        y.chunks_exact_mut(d).for_each(|r| rms_norm_inplace(r, pn, eps));
+    }
+    x.iter_mut().zip(y.iter()).for_each(|(a, b)| *a += b);
+}

@@ -1,0 +1,14 @@
+//! Gemma models: configuration (raw → validated), presets of every released checkpoint, weights as stored,
+//! the one config-driven decoder, per-sequence state, and the architecture summary (`gemma inspect`).
+
+pub mod config;
+pub mod decoder;
+pub mod load;
+pub mod presets;
+pub mod state;
+pub mod summary;
+pub mod weights;
+
+pub use config::{AttentionScope, Config, Family, RawConfig};
+pub use decoder::{Chunk, LogitsWanted, Model, Scratch};
+pub use state::SeqState;

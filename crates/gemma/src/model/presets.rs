@@ -1,0 +1,1 @@
+//! Presets: the official hyper-parameters of every released checkpoint (placeholder).

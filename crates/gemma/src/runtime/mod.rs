@@ -1,0 +1,1 @@
+//! Runtime: sampling and the generation loop on top of the decoder (placeholder).

@@ -1,0 +1,1 @@
+//! The Gemma tokenizer (placeholder; see the tokenizer issue).
