@@ -1,1 +1,591 @@
-//! Architecture summary (placeholder).
+//! The architecture explorer behind `gemma inspect`: the module tree of any family member printed as
+//! transformers' `print(model)` printed it when that generation was released, parameter counts per module,
+//! and (`--explain`) what each hyper-parameter controls and costs.
+//!
+//! The tree is built from the config alone (no weights), so it works for presets of models we do not run
+//! (RecurrentGemma, PaliGemma) as well as for loaded checkpoints.
+
+use std::fmt::Write;
+
+use serde_json::Value;
+
+use super::config::{AttentionScope, Config, Family, RawConfig};
+use crate::{Error, Result};
+
+/// A module of the tree: its class, constructor arguments (for leaves), own parameters and children.
+#[derive(Debug, Clone)]
+pub struct Node {
+    pub class: String,
+    /// What PyTorch's `extra_repr` prints inside the parentheses of a leaf.
+    pub extra: String,
+    /// Parameters owned directly by this module (not its children).
+    pub own_params: u64,
+    /// Tied to another module's parameters (not counted again in totals).
+    pub tied: bool,
+    pub children: Vec<(String, Node)>,
+    /// A `ModuleList`: consecutive identical children print as `(0-27): 28 x ...`.
+    pub is_list: bool,
+}
+
+impl Node {
+    fn leaf(class: &str, extra: String, params: u64) -> Node {
+        Node { class: class.into(), extra, own_params: params, tied: false, children: vec![], is_list: false }
+    }
+    fn parent(class: &str, children: Vec<(&str, Node)>) -> Node {
+        Node {
+            class: class.into(),
+            extra: String::new(),
+            own_params: 0,
+            tied: false,
+            children: children.into_iter().map(|(n, c)| (n.to_string(), c)).collect(),
+            is_list: false,
+        }
+    }
+    fn list(children: Vec<Node>) -> Node {
+        Node {
+            class: "ModuleList".into(),
+            extra: String::new(),
+            own_params: 0,
+            tied: false,
+            children: children.into_iter().enumerate().map(|(i, c)| (i.to_string(), c)).collect(),
+            is_list: true,
+        }
+    }
+
+    /// Parameters of this module and its children, tied ones not counted.
+    pub fn params(&self) -> u64 {
+        if self.tied {
+            return 0;
+        }
+        self.own_params + self.children.iter().map(|(_, c)| c.params()).sum::<u64>()
+    }
+
+    /// PyTorch's `repr(module)`.
+    pub fn repr(&self) -> String {
+        if self.children.is_empty() {
+            return format!("{}({})", self.class, self.extra);
+        }
+        let mut lines: Vec<String> = Vec::new();
+        if self.is_list {
+            // torch.nn.ModuleList.__repr__ groups runs of identical consecutive reprs.
+            let reprs: Vec<String> = self.children.iter().map(|(_, c)| c.repr()).collect();
+            let mut i = 0;
+            while i < reprs.len() {
+                let mut j = i;
+                while j + 1 < reprs.len() && reprs[j + 1] == reprs[i] {
+                    j += 1;
+                }
+                if j > i {
+                    lines.push(format!("({}-{}): {} x {}", i, j, j - i + 1, reprs[i]));
+                } else {
+                    lines.push(format!("({}): {}", i, reprs[i]));
+                }
+                i = j + 1;
+            }
+        } else {
+            lines = self.children.iter().map(|(n, c)| format!("({n}): {}", c.repr())).collect();
+        }
+        let mut s = format!("{}(\n", self.class);
+        for l in lines {
+            s.push_str(&indent(&l));
+            s.push('\n');
+        }
+        s.push(')');
+        s
+    }
+
+    /// Rows of a parameter table (torchinfo-like): path, class, parameters, down to `depth` levels; runs of
+    /// identical list items are folded into one row.
+    pub fn table(&self, depth: usize) -> Vec<(String, String, u64)> {
+        let mut rows = Vec::new();
+        self.table_rows("", 0, depth, &mut rows);
+        rows
+    }
+
+    fn table_rows(&self, path: &str, level: usize, depth: usize, rows: &mut Vec<(String, String, u64)>) {
+        if level >= depth {
+            return;
+        }
+        let mut i = 0;
+        while i < self.children.len() {
+            let (name, c) = &self.children[i];
+            let mut j = i;
+            if self.is_list {
+                let r = c.repr();
+                while j + 1 < self.children.len() && self.children[j + 1].1.repr() == r {
+                    j += 1;
+                }
+            }
+            let p = if path.is_empty() { name.clone() } else { format!("{path}.{name}") };
+            if j > i {
+                let label = format!("{path}.{}-{}", i, j);
+                let tied = if c.tied { " (tied)" } else { "" };
+                rows.push((label.clone(), format!("{} x {}{tied}", j - i + 1, c.class), c.params() * (j - i + 1) as u64));
+                c.table_rows(&format!("{path}.{i}"), level + 1, depth, rows);
+            } else {
+                let class = if c.tied { format!("{} (tied)", c.class) } else { c.class.clone() };
+                rows.push((p.clone(), class, c.params()));
+                c.table_rows(&p, level + 1, depth, rows);
+            }
+            i = j + 1;
+        }
+    }
+}
+
+fn indent(s: &str) -> String {
+    s.lines().map(|l| format!("  {l}")).collect::<Vec<_>>().join("\n")
+}
+
+fn linear(i: usize, o: usize, bias: bool) -> Node {
+    let p = (i * o + if bias { o } else { 0 }) as u64;
+    let b = if bias { "True" } else { "False" };
+    Node::leaf("Linear", format!("in_features={i}, out_features={o}, bias={b}"), p)
+}
+
+/// Python's `repr(float)` for the epsilons we print (`1e-06`).
+fn py_float(x: f64) -> String {
+    if x != 0.0 && x.abs() < 1e-4 {
+        let s = format!("{x:e}");
+        let (m, e) = s.split_once('e').unwrap();
+        let (sign, digits) = if let Some(d) = e.strip_prefix('-') { ("-", d) } else { ("+", e) };
+        format!("{m}e{sign}{digits:0>2}")
+    } else {
+        format!("{x:?}")
+    }
+}
+
+/// What `gemma inspect` can describe: the decoders we run, and the rest of the family by config only.
+#[derive(Debug, Clone)]
+pub enum Architecture {
+    Decoder(Config),
+    Recurrent(RecurrentSpec),
+    PaliGemma { vision: SiglipSpec, projection_dim: usize, text: Box<Architecture> },
+}
+
+/// RecurrentGemma (Griffin) hyper-parameters, transformers' `RecurrentGemmaConfig` keys.
+#[derive(Debug, Clone)]
+pub struct RecurrentSpec {
+    pub vocab_size: usize,
+    pub d_model: usize,
+    /// transformers' `intermediate_size`; its MLP is half as wide (see presets note J).
+    pub intermediate_size: usize,
+    pub n_layers: usize,
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub head_dim: usize,
+    pub lru_width: usize,
+    pub conv1d_width: usize,
+    pub window: usize,
+    pub block_types: Vec<String>,
+    pub context_len: usize,
+}
+
+/// SigLIP vision tower hyper-parameters.
+#[derive(Debug, Clone)]
+pub struct SiglipSpec {
+    pub d_model: usize,
+    pub ffn_dim: usize,
+    pub n_layers: usize,
+    pub n_heads: usize,
+    pub image_size: usize,
+    pub patch_size: usize,
+    pub eps: f64,
+}
+
+fn get_usize(v: &Value, k: &str, default: Option<usize>) -> Result<usize> {
+    match v.get(k).and_then(Value::as_u64) {
+        Some(n) => Ok(n as usize),
+        None => default.ok_or_else(|| Error::config("config.json", k, "missing")),
+    }
+}
+
+impl Architecture {
+    /// From a transformers config (any family member's `model_type`).
+    pub fn from_hf_json(v: &Value, path: &std::path::Path) -> Result<Architecture> {
+        match v.get("model_type").and_then(Value::as_str) {
+            Some("recurrent_gemma") => Ok(Architecture::Recurrent(RecurrentSpec {
+                vocab_size: get_usize(v, "vocab_size", Some(256000))?,
+                d_model: get_usize(v, "hidden_size", Some(2560))?,
+                intermediate_size: get_usize(v, "intermediate_size", Some(15360))?,
+                n_layers: get_usize(v, "num_hidden_layers", Some(26))?,
+                n_heads: get_usize(v, "num_attention_heads", Some(10))?,
+                n_kv_heads: get_usize(v, "num_key_value_heads", Some(1))?,
+                head_dim: get_usize(v, "head_dim", Some(256))?,
+                lru_width: get_usize(v, "lru_width", Some(2560))?,
+                conv1d_width: get_usize(v, "conv1d_width", Some(4))?,
+                window: get_usize(v, "attention_window_size", Some(2048))?,
+                block_types: v
+                    .get("block_types")
+                    .and_then(Value::as_array)
+                    .map(|a| a.iter().filter_map(|x| x.as_str().map(String::from)).collect())
+                    .unwrap_or_else(|| vec!["recurrent".into(), "recurrent".into(), "attention".into()]),
+                context_len: get_usize(v, "attention_window_size", Some(2048))?,
+            })),
+            Some("paligemma") => {
+                let vc = v.get("vision_config").cloned().unwrap_or(Value::Null);
+                let tc = v.get("text_config").ok_or_else(|| Error::config(path, "text_config", "missing"))?;
+                let text = Architecture::from_hf_json(tc, path)?;
+                let text_d = match &text {
+                    Architecture::Decoder(c) => c.d_model,
+                    _ => return Err(Error::config(path, "text_config.model_type", "expected a Gemma decoder")),
+                };
+                Ok(Architecture::PaliGemma {
+                    vision: SiglipSpec {
+                        d_model: get_usize(&vc, "hidden_size", Some(1152))?,
+                        ffn_dim: get_usize(&vc, "intermediate_size", Some(4304))?,
+                        n_layers: get_usize(&vc, "num_hidden_layers", Some(27))?,
+                        n_heads: get_usize(&vc, "num_attention_heads", Some(16))?,
+                        image_size: get_usize(&vc, "image_size", Some(224))?,
+                        patch_size: get_usize(&vc, "patch_size", Some(14))?,
+                        eps: vc.get("layer_norm_eps").and_then(Value::as_f64).unwrap_or(1e-6),
+                    },
+                    projection_dim: get_usize(v, "projection_dim", Some(text_d))?,
+                    text: Box::new(text),
+                })
+            }
+            _ => Ok(Architecture::Decoder(Config::from_raw(RawConfig::from_hf_json(v, path)?)?)),
+        }
+    }
+
+    /// The module tree, as `print(model)` showed it in the transformers release that introduced the family.
+    pub fn tree(&self) -> Node {
+        match self {
+            Architecture::Decoder(c) => decoder_tree(c),
+            Architecture::Recurrent(r) => recurrent_tree(r),
+            Architecture::PaliGemma { vision, projection_dim, text } => {
+                let Architecture::Decoder(tc) = text.as_ref() else { unreachable!("checked in from_hf_json") };
+                let lm = decoder_tree(tc);
+                Node::parent(
+                    "PaliGemmaForConditionalGeneration",
+                    vec![
+                        ("vision_tower", siglip_tree(vision)),
+                        ("multi_modal_projector", Node::parent("PaliGemmaMultiModalProjector", vec![("linear", linear(vision.d_model, *projection_dim, true))])),
+                        ("language_model", lm),
+                    ],
+                )
+            }
+        }
+    }
+}
+
+/// transformers' names for a decoder generation, as printed in the release era: transformers 4.43 for
+/// Gemma 1/2 (and RecurrentGemma, PaliGemma), 4.50 for Gemma 3.
+fn decoder_tree(c: &Config) -> Node {
+    let p = c.family.class_prefix();
+    let d = c.d_model;
+    // Shortest f32 decimal first, so that 1e-6f32 prints as Python prints 1e-06.
+    let eps = py_float(c.norm_eps.to_string().parse().unwrap_or(1e-6));
+    let norm = |n: usize| match c.family {
+        // RMSNorm had no extra_repr before transformers 4.44 (the Gemma 1/2 era); Gemma 3's release printed it.
+        Family::Gemma | Family::Gemma2 => Node::leaf(&format!("{p}RMSNorm"), String::new(), n as u64),
+        Family::Gemma3 => Node::leaf(&format!("{p}RMSNorm"), format!("({n},), eps={eps}"), n as u64),
+    };
+    let rotary = || Node::leaf(&format!("{p}RotaryEmbedding"), String::new(), 0);
+    let layers: Vec<Node> = (0..c.n_layers)
+        .map(|_| {
+            let mut attn = vec![
+                ("q_proj", linear(d, c.q_dim(), false)),
+                ("k_proj", linear(d, c.kv_dim(), false)),
+                ("v_proj", linear(d, c.kv_dim(), false)),
+                ("o_proj", linear(c.q_dim(), d, false)),
+            ];
+            let attn_class = match c.family {
+                Family::Gemma3 => {
+                    attn.push(("q_norm", norm(c.head_dim)));
+                    attn.push(("k_norm", norm(c.head_dim)));
+                    format!("{p}Attention")
+                }
+                _ => {
+                    attn.push(("rotary_emb", rotary()));
+                    format!("{p}SdpaAttention")
+                }
+            };
+            let mlp = Node::parent(
+                &format!("{p}MLP"),
+                vec![
+                    ("gate_proj", linear(d, c.ffn_dim, false)),
+                    ("up_proj", linear(d, c.ffn_dim, false)),
+                    ("down_proj", linear(c.ffn_dim, d, false)),
+                    ("act_fn", Node::leaf("PytorchGELUTanh", String::new(), 0)),
+                ],
+            );
+            let mut children = vec![("self_attn", Node::parent(&attn_class, attn)), ("mlp", mlp), ("input_layernorm", norm(d)), ("post_attention_layernorm", norm(d))];
+            if c.sandwich_norms {
+                children.push(("pre_feedforward_layernorm", norm(d)));
+                children.push(("post_feedforward_layernorm", norm(d)));
+            }
+            Node::parent(&format!("{p}DecoderLayer"), children)
+        })
+        .collect();
+    let (model_class, embed_class) = match c.family {
+        Family::Gemma3 => ("Gemma3TextModel".to_string(), "Gemma3TextScaledWordEmbedding"),
+        _ => (format!("{p}Model"), "Embedding"),
+    };
+    let mut model = vec![
+        ("embed_tokens", Node::leaf(embed_class, format!("{}, {d}, padding_idx={}", c.vocab_size, c.pad_id), (c.vocab_size * d) as u64)),
+        ("layers", Node::list(layers)),
+        ("norm", norm(d)),
+    ];
+    if c.family == Family::Gemma3 {
+        model.push(("rotary_emb", rotary()));
+        model.push(("rotary_emb_local", rotary()));
+    }
+    let mut lm_head = linear(d, c.vocab_size, false);
+    lm_head.tied = c.tie_embeddings;
+    Node::parent(&format!("{p}ForCausalLM"), vec![("model", Node::parent(&model_class, model)), ("lm_head", lm_head)])
+}
+
+fn recurrent_tree(r: &RecurrentSpec) -> Node {
+    let d = r.d_model;
+    let norm = || Node::leaf("RecurrentGemmaRMSNorm", String::new(), d as u64);
+    let mlp_w = r.intermediate_size / 2;
+    let block_w = r.lru_width / r.n_heads;
+    let layers = (0..r.n_layers)
+        .map(|i| {
+            let temporal = if r.block_types[i % r.block_types.len()] == "recurrent" {
+                let w = r.lru_width;
+                let conv = (w * r.conv1d_width + w) as u64;
+                // RG-LRU: a (lru_width) recurrence parameter, block-diagonal input and recurrence gates with biases.
+                let rglru = (w + 2 * (r.n_heads * block_w * block_w + w)) as u64;
+                Node::parent(
+                    "RecurrentGemmaRecurrentBlock",
+                    vec![
+                        ("linear_y", linear(d, w, true)),
+                        ("linear_x", linear(d, w, true)),
+                        ("linear_out", linear(w, d, true)),
+                        (
+                            "conv_1d",
+                            Node::leaf(
+                                "Conv1d",
+                                format!("{w}, {w}, kernel_size=({},), stride=(1,), padding=({},), groups={w}", r.conv1d_width, r.conv1d_width - 1),
+                                conv,
+                            ),
+                        ),
+                        ("rg_lru", Node::leaf("RecurrentGemmaRglru", String::new(), rglru)),
+                        ("act_fn", Node::leaf("PytorchGELUTanh", String::new(), 0)),
+                    ],
+                )
+            } else {
+                Node::parent(
+                    "RecurrentGemmaSdpaAttention",
+                    vec![
+                        ("q_proj", linear(d, r.n_heads * r.head_dim, false)),
+                        ("k_proj", linear(d, r.n_kv_heads * r.head_dim, false)),
+                        ("v_proj", linear(d, r.n_kv_heads * r.head_dim, false)),
+                        ("o_proj", linear(r.n_heads * r.head_dim, d, true)),
+                        ("rotary_emb", Node::leaf("RecurrentGemmaRotaryEmbedding", String::new(), 0)),
+                    ],
+                )
+            };
+            let mlp = Node::parent(
+                "RecurrentGemmaMlp",
+                vec![
+                    ("gate_proj", linear(d, mlp_w, true)),
+                    ("up_proj", linear(d, mlp_w, true)),
+                    ("down_proj", linear(mlp_w, d, true)),
+                    ("act_fn", Node::leaf("PytorchGELUTanh", String::new(), 0)),
+                ],
+            );
+            Node::parent(
+                "RecurrentGemmaDecoderLayer",
+                vec![("temporal_pre_norm", norm()), ("temporal_block", temporal), ("channel_pre_norm", norm()), ("mlp_block", mlp)],
+            )
+        })
+        .collect();
+    let mut lm_head = linear(d, r.vocab_size, false);
+    lm_head.tied = true;
+    Node::parent(
+        "RecurrentGemmaForCausalLM",
+        vec![
+            (
+                "model",
+                Node::parent(
+                    "RecurrentGemmaModel",
+                    vec![
+                        ("embed_tokens", Node::leaf("Embedding", format!("{}, {d}, padding_idx=0", r.vocab_size), (r.vocab_size * d) as u64)),
+                        ("layers", Node::list(layers)),
+                        ("final_norm", norm()),
+                    ],
+                ),
+            ),
+            ("lm_head", lm_head),
+        ],
+    )
+}
+
+fn siglip_tree(v: &SiglipSpec) -> Node {
+    let d = v.d_model;
+    let eps = py_float(v.eps);
+    let ln = || Node::leaf("LayerNorm", format!("({d},), eps={eps}, elementwise_affine=True, bias=True"), 2 * d as u64);
+    let n_patches = (v.image_size / v.patch_size).pow(2);
+    let layers = (0..v.n_layers)
+        .map(|_| {
+            Node::parent(
+                "SiglipEncoderLayer",
+                vec![
+                    (
+                        "self_attn",
+                        Node::parent(
+                            "SiglipSdpaAttention",
+                            vec![("k_proj", linear(d, d, true)), ("v_proj", linear(d, d, true)), ("q_proj", linear(d, d, true)), ("out_proj", linear(d, d, true))],
+                        ),
+                    ),
+                    ("layer_norm1", ln()),
+                    (
+                        "mlp",
+                        Node::parent(
+                            "SiglipMLP",
+                            vec![
+                                ("activation_fn", Node::leaf("PytorchGELUTanh", String::new(), 0)),
+                                ("fc1", linear(d, v.ffn_dim, true)),
+                                ("fc2", linear(v.ffn_dim, d, true)),
+                            ],
+                        ),
+                    ),
+                    ("layer_norm2", ln()),
+                ],
+            )
+        })
+        .collect();
+    let p = v.patch_size;
+    Node::parent(
+        "SiglipVisionModel",
+        vec![(
+            "vision_model",
+            Node::parent(
+                "SiglipVisionTransformer",
+                vec![
+                    (
+                        "embeddings",
+                        Node::parent(
+                            "SiglipVisionEmbeddings",
+                            vec![
+                                (
+                                    "patch_embedding",
+                                    Node::leaf("Conv2d", format!("3, {d}, kernel_size=({p}, {p}), stride=({p}, {p}), padding=valid"), (3 * p * p * d + d) as u64),
+                                ),
+                                ("position_embedding", Node::leaf("Embedding", format!("{n_patches}, {d}"), (n_patches * d) as u64)),
+                            ],
+                        ),
+                    ),
+                    ("encoder", Node::parent("SiglipEncoder", vec![("layers", Node::list(layers))])),
+                    ("post_layernorm", ln()),
+                ],
+            ),
+        )],
+    )
+}
+
+/// Group digits: 2506172416 → "2,506,172,416".
+pub fn thousands(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, ch) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(ch);
+    }
+    out
+}
+
+/// "2.51B", "268M".
+pub fn human(n: u64) -> String {
+    match n {
+        n if n >= 1_000_000_000 => format!("{:.2}B", n as f64 / 1e9),
+        n if n >= 1_000_000 => format!("{:.0}M", n as f64 / 1e6),
+        n => thousands(n),
+    }
+}
+
+/// Bytes in binary units.
+pub fn bytes_human(b: f64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{v:.0} {}", UNITS[u])
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// KV-cache bytes for a decoder: per token across all layers (if every layer kept every position), and at
+/// `ctx` positions with the sliding windows honoured. `elem` is bytes per cached number (2 for bf16).
+pub fn kv_cache_bytes(c: &Config, ctx: usize, elem: usize) -> (u64, u64, u64) {
+    let per_layer_token = (2 * c.kv_dim() * elem) as u64;
+    let per_token = per_layer_token * c.n_layers as u64;
+    let windowed: u64 = c
+        .layers
+        .iter()
+        .map(|l| match l.scope {
+            AttentionScope::Global => ctx as u64,
+            AttentionScope::Local { window } => window.min(ctx) as u64,
+        })
+        .sum::<u64>()
+        * per_layer_token;
+    (per_token, per_token * ctx as u64, windowed)
+}
+
+/// `--explain`: one line per hyper-parameter on what it controls and what it costs.
+pub fn explain(c: &Config) -> String {
+    let mut s = String::new();
+    let d = c.d_model;
+    let per_layer_attn = 2 * d * c.q_dim() + 2 * d * c.kv_dim();
+    let per_layer_ffn = 3 * d * c.ffn_dim;
+    let (kv_tok, kv_full, kv_win) = kv_cache_bytes(c, c.context_len, 2);
+    let mha_tok = (2 * c.n_heads * c.head_dim * 2 * c.n_layers) as u64;
+    let _ = writeln!(s, "d_model = {d}: width of the residual stream every token carries through every layer; matrices grow with its square, and the embedding table holds vocab x d_model = {} parameters.", thousands((c.vocab_size * d) as u64));
+    let _ = writeln!(s, "layers = {}: depth; compute, weights and KV cache all grow linearly with it.", c.n_layers);
+    let _ = writeln!(s, "ffn_dim = {} ({:.1} x d_model): width of the GeGLU MLP (gate, up, down = 3 x d_model x ffn_dim = {} parameters per layer); the MLP holds most of each layer's weights ({:.0}%).", c.ffn_dim, c.ffn_dim as f64 / d as f64, thousands(per_layer_ffn as u64), 100.0 * per_layer_ffn as f64 / (per_layer_ffn + per_layer_attn) as f64);
+    let _ = writeln!(s, "heads = {}: query heads, each attending independently over head_dim = {} dimensions (q_proj: d_model -> heads x head_dim = {}).", c.n_heads, c.head_dim, c.q_dim());
+    let kind = c.attention_kind();
+    let _ = writeln!(
+        s,
+        "kv_heads = {} ({kind}{}): key/value heads shared by groups of {} query heads; the KV cache stores {} per token ({} in bf16 across all layers) instead of {} with one KV head per query head (MHA){}.",
+        c.n_kv_heads,
+        match kind {
+            "MQA" => ", multi-query",
+            "MHA" => ", multi-head",
+            _ => ", grouped-query",
+        },
+        c.group_size(),
+        format!("2 x {} numbers per layer", c.kv_dim()),
+        bytes_human(kv_tok as f64),
+        bytes_human(mha_tok as f64),
+        if kind == "MHA" { String::new() } else { format!(": {:.0}x smaller", mha_tok as f64 / kv_tok as f64) }
+    );
+    let _ = writeln!(s, "head_dim = {}: size of each query/key/value head; attention scores are scaled by {:.5} (1/sqrt({})).", c.head_dim, c.query_scale, (1.0 / (c.query_scale * c.query_scale)).round());
+    let _ = writeln!(s, "vocab = {}: tokens the tokenizer knows; the embedding (tied with the output projection) costs {} parameters, and every generated token reads the whole output matrix.", c.vocab_size, thousands((c.vocab_size * d) as u64));
+    let _ = writeln!(s, "context = {}: longest sequence trained for; a full-context KV cache costs {} in bf16{}.", c.context_len, bytes_human(kv_full as f64), if kv_win < kv_full { format!(" without sliding windows, {} with them", bytes_human(kv_win as f64)) } else { String::new() });
+    let n_local = c.layers.iter().filter(|l| matches!(l.scope, AttentionScope::Local { .. })).count();
+    if n_local > 0 {
+        let w = c.layers.iter().find_map(|l| match l.scope {
+            AttentionScope::Local { window } => Some(window),
+            _ => None,
+        });
+        let _ = writeln!(s, "sliding_window = {}: {n_local} of {} layers attend only to the last {} positions, so their cache stops growing there (ring buffer); the other {} layers see everything.", w.unwrap_or(0), c.n_layers, w.unwrap_or(0), c.n_layers - n_local);
+    }
+    if let Some(cap) = c.attn_softcap {
+        let _ = writeln!(s, "attn_logit_softcapping = {cap}: attention scores pass through cap*tanh(s/cap), bounding them smoothly.");
+    }
+    if let Some(cap) = c.final_softcap {
+        let _ = writeln!(s, "final_logit_softcapping = {cap}: output logits bounded the same way.");
+    }
+    if c.qk_norm {
+        let _ = writeln!(s, "qk_norm: queries and keys are RMS-normalized per head before RoPE (replaces soft-capping in Gemma 3).");
+    }
+    let ropes: Vec<String> = {
+        let mut v: Vec<String> = c.layers.iter().map(|l| format!("base {} x{}", l.rope.base, l.rope.linear_factor)).collect();
+        v.dedup();
+        v.sort();
+        v.dedup();
+        v
+    };
+    let _ = writeln!(s, "rope: rotary position embedding ({}); a larger base rotates slower and reaches further, a linear factor stretches positions to extend the context.", ropes.join("; "));
+    s
+}

@@ -1,0 +1,85 @@
+//! `gemma logits`: the logits of every position for given ids, as JSON on stdout.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use gemma::kernels::ThreadPool;
+use gemma::model::{Chunk, LogitsWanted, Scratch};
+
+#[derive(clap::Args)]
+#[command(after_help = "Examples:\n  gemma logits --model ./gemma-2b --ids 2,651,6037\n  gemma logits --model model.gguf --ids 2,818,5279 --decode --top 5")]
+pub struct Args {
+    /// A checkpoint folder (config.json + *.safetensors) or a .gguf file.
+    #[arg(short, long)]
+    model: PathBuf,
+    /// Comma-separated token ids (include BOS = 2 yourself).
+    #[arg(long, value_delimiter = ',', required = true)]
+    ids: Vec<u32>,
+    /// Feed the ids one at a time through the KV cache instead of one prefill.
+    #[arg(long)]
+    decode: bool,
+    /// Print only the K best (id, logit) pairs per position instead of whole rows.
+    #[arg(long, value_name = "K")]
+    top: Option<usize>,
+    /// Threads for the matrix kernels (default: all cores).
+    #[arg(short, long)]
+    threads: Option<usize>,
+}
+
+pub fn run(a: Args) -> Result<()> {
+    let model = gemma::model::load::load(&a.model).with_context(|| format!("loading {}", a.model.display()))?;
+    if a.ids.is_empty() {
+        bail!("--ids is empty");
+    }
+    let pool = ThreadPool::new(a.threads.unwrap_or_else(super::default_threads));
+    let vocab = model.config.vocab_size;
+    let mut state = model.new_state(a.ids.len());
+    let mut scratch = Scratch::new();
+    let mut rows: Vec<Vec<f32>> = Vec::with_capacity(a.ids.len());
+    if a.decode {
+        for id in &a.ids {
+            let mut chunks = [Chunk { tokens: std::slice::from_ref(id), state: &mut state, logits: LogitsWanted::Last }];
+            model.forward(&pool, &mut chunks, &mut scratch)?;
+            rows.push(scratch.logits(0, vocab).to_vec());
+        }
+    } else {
+        let mut chunks = [Chunk { tokens: &a.ids, state: &mut state, logits: LogitsWanted::All }];
+        model.forward(&pool, &mut chunks, &mut scratch)?;
+        rows.extend(scratch.logits(0, vocab).chunks_exact(vocab).map(<[f32]>::to_vec));
+    }
+    let out = std::io::stdout().lock();
+    let mut out = std::io::BufWriter::new(out);
+    let ids = serde_json::to_string(&a.ids)?;
+    match a.top {
+        Some(k) => {
+            let top: Vec<Vec<(u32, f32)>> = rows.iter().map(|r| top_k(r, k)).collect();
+            writeln!(out, "{{\"ids\": {ids}, \"top\": {}}}", serde_json::to_string(&top)?)?;
+        }
+        None => {
+            write!(out, "{{\"ids\": {ids}, \"logits\": [")?;
+            for (i, r) in rows.iter().enumerate() {
+                if i > 0 {
+                    write!(out, ", ")?;
+                }
+                write!(out, "{}", serde_json::to_string(r)?)?;
+            }
+            writeln!(out, "]}}")?;
+        }
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// The `k` largest (id, logit) pairs, best first (ties: lower id first).
+pub fn top_k(row: &[f32], k: usize) -> Vec<(u32, f32)> {
+    let mut idx: Vec<u32> = (0..row.len() as u32).collect();
+    let k = k.min(row.len());
+    let cmp = |a: &u32, b: &u32| row[*b as usize].total_cmp(&row[*a as usize]).then(a.cmp(b));
+    if k < idx.len() && k > 0 {
+        idx.select_nth_unstable_by(k - 1, cmp);
+    }
+    idx.truncate(k);
+    idx.sort_by(cmp);
+    idx.into_iter().map(|i| (i, row[i as usize])).collect()
+}

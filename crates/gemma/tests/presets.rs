@@ -1,0 +1,100 @@
+//! The architecture explorer against transformers: for every preset, the module tree must print exactly as
+//! transformers' `print(model)` did in the family's release era, and the parameter count must equal
+//! `sum(p.numel() for p in model.parameters())` of the model built from the same config on the meta device.
+//! Fixtures: tests/fixtures/presets, made by tools/fixtures/make_presets.py.
+
+use std::path::PathBuf;
+
+use gemma::model::presets::{preset_config, PRESETS};
+use gemma::model::summary::Architecture;
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/presets")
+}
+
+fn arch(name: &str) -> Architecture {
+    Architecture::from_hf_json(preset_config(name).unwrap(), std::path::Path::new(name)).unwrap()
+}
+
+/// The 2024 print of gemma-7b, as the engine's issue quotes it (transformers 4.38-4.43).
+const GEMMA_7B_2024: &str = "GemmaForCausalLM(
+  (model): GemmaModel(
+    (embed_tokens): Embedding(256000, 3072, padding_idx=0)
+    (layers): ModuleList(
+      (0-27): 28 x GemmaDecoderLayer(
+        (self_attn): GemmaSdpaAttention(
+          (q_proj): Linear(in_features=3072, out_features=4096, bias=False)
+          (k_proj): Linear(in_features=3072, out_features=4096, bias=False)
+          (v_proj): Linear(in_features=3072, out_features=4096, bias=False)
+          (o_proj): Linear(in_features=4096, out_features=3072, bias=False)
+          (rotary_emb): GemmaRotaryEmbedding()
+        )
+        (mlp): GemmaMLP(
+          (gate_proj): Linear(in_features=3072, out_features=24576, bias=False)
+          (up_proj): Linear(in_features=3072, out_features=24576, bias=False)
+          (down_proj): Linear(in_features=24576, out_features=3072, bias=False)
+          (act_fn): PytorchGELUTanh()
+        )
+        (input_layernorm): GemmaRMSNorm()
+        (post_attention_layernorm): GemmaRMSNorm()
+      )
+    )
+    (norm): GemmaRMSNorm()
+  )
+  (lm_head): Linear(in_features=3072, out_features=256000, bias=False)
+)";
+
+#[test]
+fn gemma_7b_prints_as_in_2024() {
+    assert_eq!(arch("gemma-7b").tree().repr(), GEMMA_7B_2024);
+}
+
+#[test]
+fn gemma_2b_is_mqa() {
+    let r = arch("gemma-2b").tree().repr();
+    assert!(r.contains("(q_proj): Linear(in_features=2048, out_features=2048, bias=False)"));
+    assert!(r.contains("(k_proj): Linear(in_features=2048, out_features=256, bias=False)"));
+    assert!(r.contains("(v_proj): Linear(in_features=2048, out_features=256, bias=False)"));
+}
+
+#[test]
+fn every_preset_prints_like_transformers_of_its_era() {
+    let mut failures = Vec::new();
+    for (name, key) in PRESETS {
+        let era = if key.starts_with("gemma-3") { "2025" } else { "2024" };
+        // CodeGemma is Gemma 1 with other weights: the same tree.
+        let path = fixtures().join(era).join(format!("{}.txt", key.replace("codegemma", "gemma")));
+        let want = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let got = arch(name).tree().repr();
+        if got.trim_end() != want.trim_end() {
+            let line = got.lines().zip(want.lines()).position(|(a, b)| a != b).unwrap_or(0);
+            failures.push(format!(
+                "{name}: first difference at line {}:\n  ours: {:?}\n  transformers: {:?}",
+                line + 1,
+                got.lines().nth(line),
+                want.lines().nth(line)
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn every_preset_has_transformers_parameter_count() {
+    let counts: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(fixtures().join("counts.json")).unwrap()).unwrap();
+    for (name, key) in PRESETS {
+        let want = counts["models"][key]["total"].as_u64().unwrap_or_else(|| panic!("no count for {key}"));
+        assert_eq!(arch(name).tree().params(), want, "{name}");
+    }
+}
+
+/// The published sizes, rounded as the model names round them.
+#[test]
+fn counts_match_published_sizes() {
+    for (name, billions) in [("gemma-2b", 2.5), ("gemma-7b", 8.5), ("gemma2-2b", 2.6), ("gemma2-9b", 9.2), ("gemma2-27b", 27.2), ("gemma3-1b", 1.0), ("gemma3-27b", 27.0), ("recurrentgemma-2b", 2.7), ("paligemma-3b", 2.9)] {
+        let p = arch(name).tree().params() as f64 / 1e9;
+        assert!((p - billions).abs() < 0.05, "{name}: {p:.3}B");
+    }
+    let p = arch("gemma3-270m").tree().params();
+    assert!((p as f64 / 1e6 - 268.0).abs() < 1.0, "{p}");
+}
