@@ -21,21 +21,54 @@ pub struct Kernels {
 
 static SCALAR: Kernels = Kernels { name: "scalar", dot_f32: scalar::dot_f32, dot_bf16: scalar::dot_bf16, dot_f16: scalar::dot_f16, dot_q: quant::vec_dot };
 
+#[cfg(target_arch = "x86_64")]
+static AVX2: Kernels = Kernels {
+    name: "avx2",
+    dot_f32: super::x86::avx2::dot_f32,
+    dot_bf16: super::x86::avx2::dot_bf16,
+    dot_f16: super::x86::avx2::dot_f16,
+    dot_q: super::x86::avx2::dot_q,
+};
+
+#[cfg(target_arch = "x86_64")]
+static AVX512: Kernels = Kernels {
+    name: "avx512",
+    dot_f32: super::x86::avx512::dot_f32,
+    dot_bf16: super::x86::avx512::dot_bf16,
+    dot_f16: super::x86::avx2::dot_f16,
+    dot_q: super::x86::avx512::dot_q,
+};
+
 impl Kernels {
-    /// The best variant for this CPU (overridable with `GEMMA_KERNELS=scalar` for comparisons).
+    /// The best variant for this CPU; `GEMMA_KERNELS=scalar|avx2|avx512` picks another available one
+    /// (for comparisons and benchmarks).
     pub fn get() -> &'static Kernels {
         static CHOSEN: OnceLock<&'static Kernels> = OnceLock::new();
         CHOSEN.get_or_init(|| {
-            if std::env::var("GEMMA_KERNELS").is_ok_and(|v| v == "scalar") {
-                return &SCALAR;
+            let avail = Self::available();
+            if let Ok(want) = std::env::var("GEMMA_KERNELS") {
+                if let Some(k) = avail.iter().find(|k| k.name == want) {
+                    return k;
+                }
             }
-            Self::available().into_iter().last().unwrap_or(&SCALAR)
+            avail.last().copied().unwrap_or(&SCALAR)
         })
     }
 
-    /// Every variant this CPU can run, the scalar reference first.
+    /// Every variant this CPU can run, the scalar reference first, the fastest last.
     pub fn available() -> Vec<&'static Kernels> {
-        vec![&SCALAR]
+        #[allow(unused_mut)]
+        let mut v: Vec<&'static Kernels> = vec![&SCALAR];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if super::x86::avx2::detected() {
+                v.push(&AVX2);
+            }
+            if super::x86::avx512::detected() {
+                v.push(&AVX512);
+            }
+        }
+        v
     }
 
     pub fn scalar() -> &'static Kernels {
@@ -85,5 +118,61 @@ pub mod scalar {
             s += f16_to_f32([wc[0], wc[1]]) * xv;
         }
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Every available variant against the scalar reference, on lengths that exercise the vector tails.
+    use super::*;
+    use crate::quant::{quantize_acts, ActFormat, QuantizedActs};
+
+    fn data(n: usize, seed: u32) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(2654435761).wrapping_add(1);
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 17;
+                s ^= s << 5;
+                (s as f32 / u32::MAX as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    /// Reductions in another order differ by rounding only: bound by n·eps·Σ|a·b|.
+    fn close(a: f32, b: f32, scale: f32, n: usize) -> bool {
+        (a - b).abs() <= 2.0 * n as f32 * f32::EPSILON * scale + 1e-6
+    }
+
+    #[test]
+    fn float_dots_agree_with_scalar() {
+        for n in [1, 7, 8, 15, 16, 31, 64, 100, 640, 2048 + 3] {
+            let (a, b) = (data(n, 1), data(n, 2));
+            let bf: Vec<u8> = a.iter().flat_map(|v| half::bf16::from_f32(*v).to_le_bytes()).collect();
+            let hf: Vec<u8> = a.iter().flat_map(|v| half::f16::from_f32(*v).to_le_bytes()).collect();
+            let scale: f32 = a.iter().zip(&b).map(|(x, y)| (x * y).abs()).sum();
+            for k in Kernels::available() {
+                assert!(close((k.dot_f32)(&a, &b), scalar::dot_f32(&a, &b), scale, n), "{} f32 n={n}", k.name);
+                assert!(close((k.dot_bf16)(&bf, &b), scalar::dot_bf16(&bf, &b), scale, n), "{} bf16 n={n}", k.name);
+                assert!(close((k.dot_f16)(&hf, &b), scalar::dot_f16(&hf, &b), scale, n), "{} f16 n={n}", k.name);
+            }
+        }
+    }
+
+    #[test]
+    fn q8_0_dot_agrees_with_scalar() {
+        for n in [32, 64, 640, 2048] {
+            let (w, x) = (data(n, 3), data(n, 4));
+            let mut wq = QuantizedActs::new();
+            let mut xq = QuantizedActs::new();
+            quantize_acts(ActFormat::Q8_0, &w, n, &mut wq);
+            quantize_acts(ActFormat::Q8_0, &x, n, &mut xq);
+            let want = crate::quant::vec_dot(DType::Q8_0, wq.row(0), xq.row(0), n);
+            for k in Kernels::available() {
+                let got = (k.dot_q)(DType::Q8_0, wq.row(0), xq.row(0), n);
+                // Integer sums per block are exact; only the f32 accumulation of blocks differs in order.
+                assert!((got - want).abs() <= 1e-5 * (1.0 + want.abs()), "{} n={n}: {got} vs {want}", k.name);
+            }
+        }
     }
 }

@@ -7,6 +7,8 @@ pub mod dot;
 pub mod matmul;
 pub mod ops;
 pub mod pool;
+#[cfg(target_arch = "x86_64")]
+mod x86;
 
 pub use matmul::{matmul, Matrix};
 pub use pool::ThreadPool;
