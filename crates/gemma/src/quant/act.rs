@@ -88,6 +88,26 @@ pub fn quantize_acts(format: ActFormat, x: &[f32], n: usize, out: &mut Quantized
     }
 }
 
+/// Widen one quantized activation row back to f32 (`x = d·q`); for tests and error analysis.
+pub fn dequantize_act_row(format: ActFormat, src: &[u8], dst: &mut [f32]) {
+    let (bl, bb) = (format.block_len(), format.block_bytes());
+    for (b, y) in src.chunks_exact(bb).zip(dst.chunks_exact_mut(bl)) {
+        let (d, qs) = match format {
+            ActFormat::F32 => (f32::from_le_bytes([b[0], b[1], b[2], b[3]]), &b[..0]),
+            ActFormat::Q8_0 => (f16::from_le_bytes([b[0], b[1]]).to_f32(), &b[2..]),
+            ActFormat::Q8_1 => (f16::from_le_bytes([b[0], b[1]]).to_f32(), &b[4..]),
+            ActFormat::Q8_K => (f32::from_le_bytes([b[0], b[1], b[2], b[3]]), &b[4..260]),
+        };
+        if format == ActFormat::F32 {
+            y[0] = d;
+            continue;
+        }
+        for (v, &q) in y.iter_mut().zip(qs) {
+            *v = d * (q as i8) as f32;
+        }
+    }
+}
+
 /// llama.cpp `quantize_row_q8_0_ref`: d = amax/127, q = round(x/d).
 pub fn quantize_row_q8_0(x: &[f32], dst: &mut [u8]) {
     for (xb, db) in x.chunks_exact(32).zip(dst.chunks_exact_mut(34)) {

@@ -7,9 +7,10 @@
 
 mod act;
 mod float;
+mod kquants;
 mod legacy;
 
-pub use act::{quantize_acts, ActFormat, QuantizedActs};
+pub use act::{dequantize_act_row, quantize_acts, ActFormat, QuantizedActs};
 
 /// The stored type of a weight tensor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -149,7 +150,7 @@ pub fn dequantize_row(dtype: DType, src: &[u8], dst: &mut [f32]) {
     match dtype {
         DType::F32 | DType::F16 | DType::BF16 => float::dequantize_row(dtype, src, dst),
         DType::Q4_0 | DType::Q4_1 | DType::Q5_0 | DType::Q5_1 | DType::Q8_0 => legacy::dequantize_row(dtype, src, dst),
-        DType::Q2_K | DType::Q3_K | DType::Q4_K | DType::Q5_K | DType::Q6_K => unimplemented_kquant(dtype),
+        DType::Q2_K | DType::Q3_K | DType::Q4_K | DType::Q5_K | DType::Q6_K => kquants::dequantize_row(dtype, src, dst),
     }
 }
 
@@ -158,12 +159,34 @@ pub fn vec_dot(dtype: DType, w: &[u8], a: &[u8], n: usize) -> f32 {
     match dtype {
         DType::F32 | DType::F16 | DType::BF16 => float::vec_dot(dtype, w, a, n),
         DType::Q4_0 | DType::Q4_1 | DType::Q5_0 | DType::Q5_1 | DType::Q8_0 => legacy::vec_dot(dtype, w, a, n),
-        DType::Q2_K | DType::Q3_K | DType::Q4_K | DType::Q5_K | DType::Q6_K => unimplemented_kquant(dtype),
+        DType::Q2_K | DType::Q3_K | DType::Q4_K | DType::Q5_K | DType::Q6_K => kquants::vec_dot(dtype, w, a, n),
     }
 }
 
-fn unimplemented_kquant(dtype: DType) -> ! {
-    panic!("{dtype} is not implemented yet")
+/// Quantize one row of `src.len()` values to `dtype` into `dst` (`dtype.row_bytes(src.len())` bytes), with the
+/// simple round-to-nearest reference quantizers (llama.cpp's `quantize_row_*_ref`; no importance weighting).
+/// For making test and benchmark weights, not for production-quality quantization.
+///
+/// Supported: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0. The k-quants' reference quantizers (a search over
+/// scales per sub-block) are not implemented: asking for one, or passing mismatched lengths, is an error.
+pub fn quantize_row(dtype: DType, src: &[f32], dst: &mut [u8]) -> crate::Result<()> {
+    if dtype.row_bytes(src.len()) != Some(dst.len()) {
+        return Err(crate::Error::Invalid(format!(
+            "quantize_row: {} values do not fill {} bytes of {dtype} (blocks of {} values, {} bytes)",
+            src.len(),
+            dst.len(),
+            dtype.block_len(),
+            dtype.block_bytes()
+        )));
+    }
+    match dtype {
+        DType::F32 | DType::F16 | DType::BF16 => float::quantize_row(dtype, src, dst),
+        DType::Q4_0 | DType::Q4_1 | DType::Q5_0 | DType::Q5_1 | DType::Q8_0 => legacy::quantize_row(dtype, src, dst),
+        DType::Q2_K | DType::Q3_K | DType::Q4_K | DType::Q5_K | DType::Q6_K => {
+            return Err(crate::Error::Invalid(format!("quantizing to {dtype} is not implemented")))
+        }
+    }
+    Ok(())
 }
 
 #[inline]
