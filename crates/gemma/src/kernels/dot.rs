@@ -159,6 +159,57 @@ mod tests {
         }
     }
 
+    /// Random bytes are valid blocks of every type once their f16 scales are made finite and small.
+    fn random_blocks(dtype: DType, n: usize, seed: u32) -> Vec<u8> {
+        let mut s = seed.wrapping_mul(2654435761).wrapping_add(7);
+        let mut b: Vec<u8> = (0..dtype.row_bytes(n).unwrap())
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 17;
+                s ^= s << 5;
+                s as u8
+            })
+            .collect();
+        let bb = dtype.block_bytes();
+        let scale_offsets: &[usize] = match dtype {
+            DType::Q4_0 | DType::Q5_0 | DType::Q8_0 => &[0],
+            DType::Q4_1 | DType::Q5_1 => &[0, 2],
+            DType::Q4_K | DType::Q5_K => &[0, 2],
+            DType::Q2_K => &[80, 82],
+            DType::Q3_K => &[108],
+            DType::Q6_K => &[208],
+            _ => &[],
+        };
+        for blk in b.chunks_exact_mut(bb) {
+            for &o in scale_offsets {
+                let v = (blk[o] as f32 / 255.0 + 0.1) * 0.01;
+                blk[o..o + 2].copy_from_slice(&half::f16::from_f32(v).to_le_bytes());
+            }
+        }
+        b
+    }
+
+    #[test]
+    fn quant_dots_agree_with_scalar() {
+        for dtype in DType::ALL.into_iter().filter(|d| d.is_quantized()) {
+            for n in [256, 512, 2048] {
+                let w = random_blocks(dtype, n, n as u32 + dtype.ggml_id());
+                let x = data(n, 5);
+                let mut xq = QuantizedActs::new();
+                quantize_acts(dtype.act_format(), &x, n, &mut xq);
+                let want = crate::quant::vec_dot(dtype, &w, xq.row(0), n);
+                let mut wf = vec![0f32; n];
+                crate::quant::dequantize_row(dtype, &w, &mut wf);
+                let scale: f32 = wf.iter().zip(&x).map(|(a, b)| (a * b).abs()).sum();
+                for k in Kernels::available() {
+                    let got = (k.dot_q)(dtype, &w, xq.row(0), n);
+                    // Exact integer sums per block; only the order of the f32 block sums differs.
+                    assert!((got - want).abs() <= 1e-5 * scale + 1e-6, "{} {dtype} n={n}: {got} vs {want}", k.name);
+                }
+            }
+        }
+    }
+
     #[test]
     fn q8_0_dot_agrees_with_scalar() {
         for n in [32, 64, 640, 2048] {

@@ -9,6 +9,8 @@ pub mod ops;
 pub mod pool;
 #[cfg(target_arch = "x86_64")]
 mod x86;
+#[cfg(target_arch = "x86_64")]
+mod x86_quant;
 
 pub use matmul::{matmul, Matrix};
 pub use pool::ThreadPool;

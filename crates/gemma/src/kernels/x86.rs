@@ -30,10 +30,17 @@ pub mod avx2 {
         unsafe { dot_f16_impl(w, x) }
     }
     pub fn dot_q(dtype: DType, w: &[u8], a: &[u8], n: usize) -> f32 {
-        match dtype {
-            // SAFETY: as above; the lengths are checked inside.
-            DType::Q8_0 => unsafe { dot_q8_0_impl(w, a, n) },
-            _ => quant::vec_dot(dtype, w, a, n),
+        use super::super::x86_quant::avx2 as q;
+        // SAFETY: as above; each kernel asserts its slices hold `n` elements' blocks.
+        unsafe {
+            match dtype {
+                DType::Q8_0 => q::dot_q8_0(w, a, n / 32),
+                DType::Q4_0 => q::dot_q4_0(w, a, n / 32),
+                DType::Q5_0 => q::dot_q5_0(w, a, n / 32),
+                DType::Q4_K => q::dot_q4_k(w, a, n / 256),
+                DType::Q6_K => q::dot_q6_k(w, a, n / 256),
+                _ => quant::vec_dot(dtype, w, a, n),
+            }
         }
     }
 
@@ -127,28 +134,6 @@ pub mod avx2 {
         r
     }
 
-    /// Σ over 32 i8 pairs with `maddubs`: it wants unsigned × signed, so multiply |w| by y·sign(w).
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn dot_i8x32(w: __m256i, y: __m256i) -> __m256i {
-        let ax = _mm256_sign_epi8(w, w);
-        let sy = _mm256_sign_epi8(y, w);
-        let p16 = _mm256_maddubs_epi16(ax, sy);
-        _mm256_madd_epi16(p16, _mm256_set1_epi16(1))
-    }
-
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn dot_q8_0_impl(w: &[u8], a: &[u8], n: usize) -> f32 {
-        let nb = n / 32;
-        assert!(w.len() >= nb * 34 && a.len() >= nb * 34);
-        let mut acc = _mm256_setzero_ps();
-        for i in 0..nb {
-            let (bw, ba) = (w.as_ptr().add(i * 34), a.as_ptr().add(i * 34));
-            let d = quant::f16_to_f32([*bw, *bw.add(1)]) * quant::f16_to_f32([*ba, *ba.add(1)]);
-            let s = dot_i8x32(_mm256_loadu_si256(bw.add(2) as *const __m256i), _mm256_loadu_si256(ba.add(2) as *const __m256i));
-            acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(s), acc);
-        }
-        hsum(acc)
-    }
 }
 
 // ---------------------------------------------------------------- AVX-512 (F, BW, VL, VNNI)
@@ -173,10 +158,17 @@ pub mod avx512 {
         unsafe { dot_bf16_impl(w, x) }
     }
     pub fn dot_q(dtype: DType, w: &[u8], a: &[u8], n: usize) -> f32 {
-        match dtype {
-            // SAFETY: as above; lengths are checked inside.
-            DType::Q8_0 => unsafe { dot_q8_0_impl(w, a, n) },
-            _ => super::avx2::dot_q(dtype, w, a, n),
+        use super::super::x86_quant::vnni as q;
+        // SAFETY: as above; each kernel asserts its slices hold `n` elements' blocks.
+        unsafe {
+            match dtype {
+                DType::Q8_0 => q::dot_q8_0(w, a, n / 32),
+                DType::Q4_0 => q::dot_q4_0(w, a, n / 32),
+                DType::Q5_0 => q::dot_q5_0(w, a, n / 32),
+                DType::Q4_K => q::dot_q4_k(w, a, n / 256),
+                DType::Q6_K => q::dot_q6_k(w, a, n / 256),
+                _ => quant::vec_dot(dtype, w, a, n),
+            }
         }
     }
 
@@ -233,33 +225,5 @@ pub mod avx512 {
             i += 1;
         }
         r
-    }
-
-    /// 32 i8 × i8 products summed in 8 i32 lanes with VNNI `vpdpbusd` (unsigned × signed): |w| · y·sign(w).
-    #[target_feature(enable = "avx2,avx512vnni,avx512vl")]
-    unsafe fn dot_i8x32(w: __m256i, y: __m256i) -> __m256i {
-        let ax = _mm256_sign_epi8(w, w);
-        let sy = _mm256_sign_epi8(y, w);
-        _mm256_dpbusd_epi32(_mm256_setzero_si256(), ax, sy)
-    }
-
-    #[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
-    unsafe fn dot_q8_0_impl(w: &[u8], a: &[u8], n: usize) -> f32 {
-        let nb = n / 32;
-        assert!(w.len() >= nb * 34 && a.len() >= nb * 34);
-        let mut acc = [_mm256_setzero_ps(); 2];
-        for i in 0..nb {
-            let (bw, ba) = (w.as_ptr().add(i * 34), a.as_ptr().add(i * 34));
-            let d = quant::f16_to_f32([*bw, *bw.add(1)]) * quant::f16_to_f32([*ba, *ba.add(1)]);
-            let s = dot_i8x32(_mm256_loadu_si256(bw.add(2) as *const __m256i), _mm256_loadu_si256(ba.add(2) as *const __m256i));
-            acc[i & 1] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(s), acc[i & 1]);
-        }
-        let s = _mm256_add_ps(acc[0], acc[1]);
-        let lo = _mm256_castps256_ps128(s);
-        let hi = _mm256_extractf128_ps(s, 1);
-        let s = _mm_add_ps(lo, hi);
-        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-        let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
-        _mm_cvtss_f32(s)
     }
 }

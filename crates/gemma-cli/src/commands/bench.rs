@@ -1,0 +1,123 @@
+//! `gemma bench`: prompt processing and generation speed, in the spirit of `llama-bench`.
+
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use gemma::kernels::ThreadPool;
+use gemma::model::{Chunk, LogitsWanted, Model, Scratch};
+
+use super::common;
+
+#[derive(clap::Args)]
+#[command(after_help = "Examples:
+  gemma bench                                  default model: pp512, tg128, all cores, 3 repetitions
+  gemma bench -m model.gguf -p 64,512 -n 128 -t 1,2 -r 5 --json
+
+pp N: the time to process an N-token prompt in one pass (tokens/s).
+tg N: the time to generate N tokens one at a time after a 1-token prompt (tokens/s), with greedy sampling skipped:
+the measured loop is the forward pass, as llama-bench measures it.")]
+pub struct Args {
+    /// A .gguf file or checkpoint folder (default: the default model, fetched if missing).
+    #[arg(short, long)]
+    model: Option<std::path::PathBuf>,
+    /// Prompt lengths to test (comma-separated; 0 to skip).
+    #[arg(short = 'p', long, value_delimiter = ',', default_value = "512")]
+    prompt: Vec<usize>,
+    /// Generation lengths to test (comma-separated; 0 to skip).
+    #[arg(short = 'n', long, value_delimiter = ',', default_value = "128")]
+    gen: Vec<usize>,
+    /// Thread counts to test (comma-separated).
+    #[arg(short, long, value_delimiter = ',')]
+    threads: Vec<usize>,
+    /// Repetitions of each test.
+    #[arg(short, long, default_value_t = 3)]
+    reps: usize,
+    /// One JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+struct Row {
+    test: String,
+    threads: usize,
+    mean: f64,
+    stddev: f64,
+}
+
+pub fn run(a: Args) -> Result<()> {
+    if a.reps == 0 {
+        bail!("invalid option: --reps must be at least 1");
+    }
+    let path = common::resolve_model(&a.model, a.json)?;
+    let model = gemma::model::load::load(&path).with_context(|| format!("loading {}", path.display()))?;
+    let threads = if a.threads.is_empty() { vec![super::default_threads()] } else { a.threads.clone() };
+    let kernel = gemma::kernels::dot::Kernels::get().name;
+    let mut rows = Vec::new();
+    for &t in &threads {
+        if t == 0 {
+            bail!("invalid option: --threads must be at least 1");
+        }
+        let pool = ThreadPool::new(t);
+        for &p in a.prompt.iter().filter(|&&p| p > 0) {
+            let r = measure(a.reps, || pp(&model, &pool, p))?;
+            rows.push(Row { test: format!("pp{p}"), threads: t, mean: r.0, stddev: r.1 });
+        }
+        for &n in a.gen.iter().filter(|&&n| n > 0) {
+            let r = measure(a.reps, || tg(&model, &pool, n))?;
+            rows.push(Row { test: format!("tg{n}"), threads: t, mean: r.0, stddev: r.1 });
+        }
+    }
+    let weights_bytes: usize = model.weights.matrices().map(|m| m.n_bytes()).sum();
+    if a.json {
+        let results: Vec<_> = rows
+            .iter()
+            .map(|r| serde_json::json!({"test": r.test, "threads": r.threads, "tokens_per_s": r.mean, "stddev": r.stddev}))
+            .collect();
+        println!("{}", serde_json::json!({"results": results, "kernel": kernel, "model": path.display().to_string(), "weights_bytes": weights_bytes}));
+    } else {
+        println!("model: {}  ({:.1} MB of weights)  kernels: {kernel}", path.display(), weights_bytes as f64 / 1e6);
+        println!("{:<8} {:>8} {:>14} {:>10}", "test", "threads", "tokens/s", "± stddev");
+        for r in rows {
+            println!("{:<8} {:>8} {:>14.2} {:>10.2}", r.test, r.threads, r.mean, r.stddev);
+        }
+    }
+    Ok(())
+}
+
+/// Mean and standard deviation of tokens/s over `reps` runs, after one warm-up run.
+fn measure(reps: usize, mut f: impl FnMut() -> Result<f64>) -> Result<(f64, f64)> {
+    f()?;
+    let v: Vec<f64> = (0..reps).map(|_| f()).collect::<Result<_>>()?;
+    let mean = v.iter().sum::<f64>() / v.len() as f64;
+    let var = v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (v.len().max(2) - 1) as f64;
+    Ok((mean, var.sqrt()))
+}
+
+/// Deterministic pseudo-random token ids (not BOS/EOS/PAD).
+fn tokens(n: usize, vocab: usize) -> Vec<u32> {
+    (0..n).map(|i| 3 + ((i as u64 * 2654435761) % (vocab as u64 - 3)) as u32).collect()
+}
+
+fn pp(model: &Model, pool: &ThreadPool, n: usize) -> Result<f64> {
+    let ids = tokens(n, model.config.vocab_size);
+    let mut state = model.new_state(n);
+    let mut scratch = Scratch::new();
+    let t = Instant::now();
+    let mut chunks = [Chunk { tokens: &ids, state: &mut state, logits: LogitsWanted::Last }];
+    model.forward(pool, &mut chunks, &mut scratch)?;
+    Ok(common::rate(n, t.elapsed()))
+}
+
+fn tg(model: &Model, pool: &ThreadPool, n: usize) -> Result<f64> {
+    let ids = tokens(n + 1, model.config.vocab_size);
+    let mut state = model.new_state(n + 1);
+    let mut scratch = Scratch::new();
+    let mut chunks = [Chunk { tokens: &ids[..1], state: &mut state, logits: LogitsWanted::Last }];
+    model.forward(pool, &mut chunks, &mut scratch)?;
+    let t = Instant::now();
+    for i in 1..=n {
+        let mut chunks = [Chunk { tokens: &ids[i..i + 1], state: &mut state, logits: LogitsWanted::Last }];
+        model.forward(pool, &mut chunks, &mut scratch)?;
+    }
+    Ok(common::rate(n, t.elapsed()))
+}

@@ -1,0 +1,216 @@
+//! x86-64 SIMD dot products of block-quantized weight rows with 8-bit activation rows, for the types Gemma
+//! GGUF files use most: Q4_0, Q5_0, Q8_0 (× Q8_0 activations) and Q4_K, Q6_K (× Q8_K activations).
+//!
+//! One algorithm per type, written once in a macro and instantiated twice: with AVX2 `maddubs` and with
+//! AVX-512 VNNI `vpdpbusd` (256-bit, AVX512VL) for the unsigned × signed byte products. The integer sums are
+//! exact, so results equal the scalar reference in `crate::quant` up to float summation order.
+//! As in `x86.rs`, the safe wrappers are reachable only through tables chosen after feature detection.
+
+use std::arch::x86_64::*;
+
+use crate::quant::f16_to_f32;
+
+/// The 6-bit scales and mins of Q4_K/Q5_K, packed in 12 bytes.
+#[inline]
+fn scale_min_k4(s: &[u8]) -> ([i32; 8], [i32; 8]) {
+    let (mut sc, mut m) = ([0i32; 8], [0i32; 8]);
+    for j in 0..8 {
+        let (a, b) = if j < 4 {
+            (s[j] & 63, s[j + 4] & 63)
+        } else {
+            ((s[j + 4] & 0x0F) | ((s[j - 4] >> 6) << 4), (s[j + 4] >> 4) | ((s[j] >> 6) << 4))
+        };
+        sc[j] = a as i32;
+        m[j] = b as i32;
+    }
+    (sc, m)
+}
+
+macro_rules! quant_kernels {
+    ($name:ident, $features:literal, |$u:ident, $s:ident| $dot_u8_i8:expr) => {
+        pub mod $name {
+            use super::*;
+
+            /// Σ of 32 unsigned × signed byte products, in 8 i32 lanes (4 consecutive products per lane).
+            #[target_feature(enable = $features)]
+            #[inline]
+            unsafe fn dot_u8_i8($u: __m256i, $s: __m256i) -> __m256i {
+                $dot_u8_i8
+            }
+
+            /// Σ of 32 signed × signed byte products: |w| · y·sign(w).
+            #[target_feature(enable = $features)]
+            #[inline]
+            unsafe fn dot_i8_i8(w: __m256i, y: __m256i) -> __m256i {
+                dot_u8_i8(_mm256_sign_epi8(w, w), _mm256_sign_epi8(y, w))
+            }
+
+            #[target_feature(enable = $features)]
+            #[inline]
+            unsafe fn hsum_ps(v: __m256) -> f32 {
+                let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+                let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+                _mm_cvtss_f32(_mm_add_ss(s, _mm_shuffle_ps(s, s, 1)))
+            }
+
+            #[target_feature(enable = $features)]
+            #[inline]
+            unsafe fn hsum_epi32(v: __m256i) -> i32 {
+                let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+                let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b01_00_11_10));
+                let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b10_11_00_01));
+                _mm_cvtsi128_si32(s)
+            }
+
+            /// 16 bytes of packed nibbles → 32 bytes: low nibbles first, then high nibbles.
+            #[target_feature(enable = $features)]
+            #[inline]
+            unsafe fn unpack_nibbles(p: *const u8) -> __m256i {
+                let b = _mm_loadu_si128(p as *const __m128i);
+                let lo = _mm_and_si128(b, _mm_set1_epi8(0x0F));
+                let hi = _mm_and_si128(_mm_srli_epi16(b, 4), _mm_set1_epi8(0x0F));
+                _mm256_set_m128i(hi, lo)
+            }
+
+            /// 32 bits → 32 bytes, 0xFF where the bit is set.
+            #[target_feature(enable = $features)]
+            #[inline]
+            unsafe fn bytes_from_bits(bits: u32) -> __m256i {
+                let x = _mm256_set1_epi32(bits as i32);
+                // Byte k of `bits` into bytes 8k..8k+7.
+                let spread = _mm256_shuffle_epi8(x, _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202, 0x0101010101010101, 0));
+                // Byte i of each group keeps every bit but bit i: all ones iff bit i was set.
+                let probe = _mm256_or_si256(spread, _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe));
+                _mm256_cmpeq_epi8(probe, _mm256_set1_epi64x(-1))
+            }
+
+            /// Q8_0 × Q8_0: per block, d_w·d_y·Σ w·y.
+            #[target_feature(enable = $features)]
+            pub unsafe fn dot_q8_0(w: &[u8], a: &[u8], nb: usize) -> f32 {
+                assert!(w.len() >= nb * 34 && a.len() >= nb * 34);
+                let mut acc = _mm256_setzero_ps();
+                for i in 0..nb {
+                    let (bw, ba) = (w.as_ptr().add(i * 34), a.as_ptr().add(i * 34));
+                    let d = f16_to_f32([*bw, *bw.add(1)]) * f16_to_f32([*ba, *ba.add(1)]);
+                    let s = dot_i8_i8(_mm256_loadu_si256(bw.add(2) as *const __m256i), _mm256_loadu_si256(ba.add(2) as *const __m256i));
+                    acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(s), acc);
+                }
+                hsum_ps(acc)
+            }
+
+            /// Q4_0 × Q8_0: weights are nibbles - 8.
+            #[target_feature(enable = $features)]
+            pub unsafe fn dot_q4_0(w: &[u8], a: &[u8], nb: usize) -> f32 {
+                assert!(w.len() >= nb * 18 && a.len() >= nb * 34);
+                let mut acc = _mm256_setzero_ps();
+                for i in 0..nb {
+                    let (bw, ba) = (w.as_ptr().add(i * 18), a.as_ptr().add(i * 34));
+                    let d = f16_to_f32([*bw, *bw.add(1)]) * f16_to_f32([*ba, *ba.add(1)]);
+                    let q = _mm256_sub_epi8(unpack_nibbles(bw.add(2)), _mm256_set1_epi8(8));
+                    let s = dot_i8_i8(q, _mm256_loadu_si256(ba.add(2) as *const __m256i));
+                    acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(s), acc);
+                }
+                hsum_ps(acc)
+            }
+
+            /// Q5_0 × Q8_0: `{f16 d; u32 qh; u8 qs[16]}`, weights are (nibble | high bit << 4) - 16.
+            #[target_feature(enable = $features)]
+            pub unsafe fn dot_q5_0(w: &[u8], a: &[u8], nb: usize) -> f32 {
+                assert!(w.len() >= nb * 22 && a.len() >= nb * 34);
+                let mut acc = _mm256_setzero_ps();
+                for i in 0..nb {
+                    let (bw, ba) = (w.as_ptr().add(i * 22), a.as_ptr().add(i * 34));
+                    let d = f16_to_f32([*bw, *bw.add(1)]) * f16_to_f32([*ba, *ba.add(1)]);
+                    let qh = u32::from_le_bytes([*bw.add(2), *bw.add(3), *bw.add(4), *bw.add(5)]);
+                    // Without the high bit, nibble - 16 is the nibble with 0xF0 set (as i8); with it, the nibble.
+                    let high = _mm256_andnot_si256(bytes_from_bits(qh), _mm256_set1_epi8(0xF0u8 as i8));
+                    let q = _mm256_or_si256(unpack_nibbles(bw.add(6)), high);
+                    let s = dot_i8_i8(q, _mm256_loadu_si256(ba.add(2) as *const __m256i));
+                    acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(s), acc);
+                }
+                hsum_ps(acc)
+            }
+
+            /// Q4_K × Q8_K: `{f16 d, dmin; u8 scales[12]; u8 qs[128]}`; x = d·sc·q - dmin·m per 32-value sub-block.
+            #[target_feature(enable = $features)]
+            pub unsafe fn dot_q4_k(w: &[u8], a: &[u8], nb: usize) -> f32 {
+                assert!(w.len() >= nb * 144 && a.len() >= nb * 292);
+                let mut acc = 0f32;
+                for i in 0..nb {
+                    let (bw, ba) = (w.as_ptr().add(i * 144), a.as_ptr().add(i * 292));
+                    let d = f16_to_f32([*bw, *bw.add(1)]);
+                    let dmin = f16_to_f32([*bw.add(2), *bw.add(3)]);
+                    let dy = f32::from_le_bytes([*ba, *ba.add(1), *ba.add(2), *ba.add(3)]);
+                    let (sc, m) = scale_min_k4(std::slice::from_raw_parts(bw.add(4), 12));
+                    let (qs, y) = (bw.add(16), ba.add(4));
+                    let mut sumi = _mm256_setzero_si256();
+                    for j in 0..4 {
+                        let q = _mm256_loadu_si256(qs.add(32 * j) as *const __m256i);
+                        let lo = _mm256_and_si256(q, _mm256_set1_epi8(0x0F));
+                        let hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), _mm256_set1_epi8(0x0F));
+                        let plo = dot_u8_i8(lo, _mm256_loadu_si256(y.add(64 * j) as *const __m256i));
+                        let phi = dot_u8_i8(hi, _mm256_loadu_si256(y.add(64 * j + 32) as *const __m256i));
+                        sumi = _mm256_add_epi32(sumi, _mm256_mullo_epi32(plo, _mm256_set1_epi32(sc[2 * j])));
+                        sumi = _mm256_add_epi32(sumi, _mm256_mullo_epi32(phi, _mm256_set1_epi32(sc[2 * j + 1])));
+                    }
+                    // The mins meet the activation's sums of 16: Σ_sub m · (bsum[2 sub] + bsum[2 sub + 1]).
+                    let bsums = ba.add(260);
+                    let mut summ = 0i32;
+                    for (j, &mj) in m.iter().enumerate() {
+                        let b0 = i16::from_le_bytes([*bsums.add(4 * j), *bsums.add(4 * j + 1)]) as i32;
+                        let b1 = i16::from_le_bytes([*bsums.add(4 * j + 2), *bsums.add(4 * j + 3)]) as i32;
+                        summ += mj * (b0 + b1);
+                    }
+                    acc += dy * d * hsum_epi32(sumi) as f32 - dy * dmin * summ as f32;
+                }
+                acc
+            }
+
+            /// Q6_K × Q8_K: `{u8 ql[128]; u8 qh[64]; i8 scales[16]; f16 d}`; x = d·sc·(q - 32), q of 6 bits.
+            /// The -32 is taken through the activation sums: Σ sc·(q - 32)·y = Σ sc·q·y - 32·Σ sc·bsum.
+            #[target_feature(enable = $features)]
+            pub unsafe fn dot_q6_k(w: &[u8], a: &[u8], nb: usize) -> f32 {
+                assert!(w.len() >= nb * 210 && a.len() >= nb * 292);
+                let mut acc = 0f32;
+                let m4 = _mm256_set1_epi8(0x0F);
+                let m2 = _mm256_set1_epi8(0x03);
+                for i in 0..nb {
+                    let (bw, ba) = (w.as_ptr().add(i * 210), a.as_ptr().add(i * 292));
+                    let d = f16_to_f32([*bw.add(208), *bw.add(209)]);
+                    let dy = f32::from_le_bytes([*ba, *ba.add(1), *ba.add(2), *ba.add(3)]);
+                    let scales = bw.add(192) as *const i8;
+                    let y = ba.add(4);
+                    let mut sumi = _mm256_setzero_si256();
+                    for h in 0..2 {
+                        let ql0 = _mm256_loadu_si256(bw.add(64 * h) as *const __m256i);
+                        let ql1 = _mm256_loadu_si256(bw.add(64 * h + 32) as *const __m256i);
+                        let qh = _mm256_loadu_si256(bw.add(128 + 32 * h) as *const __m256i);
+                        let q = [
+                            _mm256_or_si256(_mm256_and_si256(ql0, m4), _mm256_slli_epi16(_mm256_and_si256(qh, m2), 4)),
+                            _mm256_or_si256(_mm256_and_si256(ql1, m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2), m2), 4)),
+                            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4), m2), 4)),
+                            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), m2), 4)),
+                        ];
+                        for (j, qj) in q.iter().enumerate() {
+                            let p = dot_u8_i8(*qj, _mm256_loadu_si256(y.add(128 * h + 32 * j) as *const __m256i));
+                            // Lanes 0-3 hold elements 0-15 (scale 2j), lanes 4-7 elements 16-31 (scale 2j + 1).
+                            let s0 = *scales.add(8 * h + 2 * j) as i32;
+                            let s1 = *scales.add(8 * h + 2 * j + 1) as i32;
+                            sumi = _mm256_add_epi32(sumi, _mm256_mullo_epi32(p, _mm256_setr_epi32(s0, s0, s0, s0, s1, s1, s1, s1)));
+                        }
+                    }
+                    let bsums = ba.add(260);
+                    let mut corr = 0i32;
+                    for k in 0..16 {
+                        corr += *scales.add(k) as i32 * i16::from_le_bytes([*bsums.add(2 * k), *bsums.add(2 * k + 1)]) as i32;
+                    }
+                    acc += dy * d * (hsum_epi32(sumi) - 32 * corr) as f32;
+                }
+                acc
+            }
+        }
+    };
+}
+
+quant_kernels!(avx2, "avx2,fma,f16c", |u, s| _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1)));
+quant_kernels!(vnni, "avx2,fma,f16c,avx512vnni,avx512vl", |u, s| _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s));
