@@ -9,6 +9,7 @@ use super::{SyncPtr, ThreadPool};
 use crate::formats::Bytes;
 use crate::quant::{quantize_acts, ActFormat, DType, QuantizedActs};
 
+
 /// A 2-D weight, `rows × cols`, row-major, each row `dtype.row_bytes(cols)` bytes.
 #[derive(Clone)]
 pub struct Matrix {
@@ -47,41 +48,76 @@ fn rows_per_task(rows: usize, n_threads: usize) -> usize {
     (rows / target_tasks).clamp(4, 256)
 }
 
+/// Activations quantized once per format, shared by every matrix of a call that reads the same input.
+#[derive(Default)]
+pub struct ActCache {
+    /// Indexed by `ActFormat as usize`; only the quantized formats are used.
+    slots: [QuantizedActs; 4],
+}
+
+fn slot(f: ActFormat) -> usize {
+    match f {
+        ActFormat::F32 => 0,
+        ActFormat::Q8_0 => 1,
+        ActFormat::Q8_1 => 2,
+        ActFormat::Q8_K => 3,
+    }
+}
+
 /// `out[t][r] = Σ_c x[t][c] · w[r][c]` for `t < x.len() / w.cols`; `out` is `n × w.rows`.
 /// `acts` is scratch for the quantized activations (reused to avoid allocating per call).
-pub fn matmul(pool: &ThreadPool, w: &Matrix, x: &[f32], out: &mut [f32], acts: &mut QuantizedActs) {
-    let n = x.len() / w.cols;
-    debug_assert_eq!(x.len(), n * w.cols);
-    debug_assert_eq!(out.len(), n * w.rows);
-    let k = Kernels::get();
-    let fmt = w.dtype.act_format();
-    if fmt != ActFormat::F32 {
-        quantize_acts(fmt, x, w.cols, acts);
+pub fn matmul(pool: &ThreadPool, w: &Matrix, x: &[f32], out: &mut [f32], acts: &mut ActCache) {
+    matmul_many(pool, x, &mut [(w, out)], acts);
+}
+
+/// Several products of the same input (q, k, v; or gate, up) in one parallel call: the input is quantized once
+/// per activation format and the pool synchronizes once.
+pub fn matmul_many(pool: &ThreadPool, x: &[f32], jobs: &mut [(&Matrix, &mut [f32])], acts: &mut ActCache) {
+    let cols = jobs[0].0.cols;
+    let n = x.len() / cols;
+    debug_assert_eq!(x.len(), n * cols);
+    let mut quantized = [false; 4];
+    for (w, out) in jobs.iter() {
+        debug_assert_eq!(w.cols, cols);
+        debug_assert_eq!(out.len(), n * w.rows);
+        let f = w.dtype.act_format();
+        if f != ActFormat::F32 && !quantized[slot(f)] {
+            quantize_acts(f, x, cols, &mut acts.slots[slot(f)]);
+            quantized[slot(f)] = true;
+        }
     }
-    let acts: &QuantizedActs = acts;
-    let rows = w.rows;
-    let step = rows_per_task(rows, pool.n_threads());
-    let n_tasks = rows.div_ceil(step);
-    let out_ptr = SyncPtr(out.as_mut_ptr());
-    pool.run(n_tasks, &|task| {
-        let r0 = task * step;
-        let r1 = (r0 + step).min(rows);
+    let acts: &ActCache = acts;
+    let k = Kernels::get();
+    // Tasks of every job, numbered consecutively; fixed-size tables, so decoding does not allocate.
+    const MAX_JOBS: usize = 4;
+    assert!(jobs.len() <= MAX_JOBS, "matmul_many takes at most {MAX_JOBS} matrices");
+    let mut step = [0usize; MAX_JOBS];
+    let mut first_task = [0usize; MAX_JOBS + 1];
+    let mut outs: [Option<(SyncPtr<f32>, &Matrix)>; MAX_JOBS] = [None; MAX_JOBS];
+    for (j, (w, o)) in jobs.iter_mut().enumerate() {
+        step[j] = rows_per_task(w.rows, pool.n_threads());
+        first_task[j + 1] = first_task[j] + w.rows.div_ceil(step[j]);
+        outs[j] = Some((SyncPtr(o.as_mut_ptr()), &**w));
+    }
+    let n_jobs = jobs.len();
+    pool.run(first_task[n_jobs], &|i| {
+        let j = (0..n_jobs).rfind(|&j| first_task[j] <= i).unwrap();
+        let (out_ptr, w) = outs[j].unwrap();
+        let r0 = (i - first_task[j]) * step[j];
+        let r1 = (r0 + step[j]).min(w.rows);
+        let qa = &acts.slots[slot(w.dtype.act_format())];
         for r in r0..r1 {
             let wr = w.row(r);
             for t in 0..n {
+                let xr = &x[t * cols..(t + 1) * cols];
                 let v = match w.dtype {
-                    DType::F32 => {
-                        // SAFETY: an F32 row of `cols` elements is 4·cols bytes; mmapped/owned data is at least
-                        // 4-byte aligned (safetensors and GGUF align tensor data; owned Vec<u8> data is checked).
-                        let wf = bytes_as_f32(wr);
-                        (k.dot_f32)(wf, &x[t * w.cols..(t + 1) * w.cols])
-                    }
-                    DType::BF16 => (k.dot_bf16)(wr, &x[t * w.cols..(t + 1) * w.cols]),
-                    DType::F16 => (k.dot_f16)(wr, &x[t * w.cols..(t + 1) * w.cols]),
-                    dt => (k.dot_q)(dt, wr, acts.row(t), w.cols),
+                    DType::F32 => (k.dot_f32)(bytes_as_f32(wr), xr),
+                    DType::BF16 => (k.dot_bf16)(wr, xr),
+                    DType::F16 => (k.dot_f16)(wr, xr),
+                    dt => (k.dot_q)(dt, wr, qa.row(t), cols),
                 };
-                // SAFETY: task `task` alone writes rows r0..r1 of every output row t; `out` outlives `run`.
-                unsafe { *out_ptr.get().add(t * rows + r) = v };
+                // SAFETY: task i alone writes rows r0..r1 of job j's output, for every t; outputs outlive `run`.
+                unsafe { *out_ptr.get().add(t * w.rows + r) = v };
             }
         }
     });

@@ -12,7 +12,7 @@ mod x86;
 #[cfg(target_arch = "x86_64")]
 mod x86_quant;
 
-pub use matmul::{matmul, Matrix};
+pub use matmul::{matmul, matmul_many, ActCache, Matrix};
 pub use pool::ThreadPool;
 
 /// A raw pointer that may be shared between the pool's threads, for kernels whose tasks write disjoint parts

@@ -9,8 +9,8 @@ use super::config::{AttentionScope, Config};
 use super::state::SeqState;
 use super::weights::Weights;
 use crate::kernels::ops::{geglu, rms_norm, rms_norm_inplace, rope_apply, rope_inv_freq, softcap};
-use crate::kernels::{matmul, SyncPtr, ThreadPool};
-use crate::quant::{DType, QuantizedActs};
+use crate::kernels::{matmul, matmul_many, ActCache, SyncPtr, ThreadPool};
+use crate::quant::DType;
 use crate::{Error, Result};
 
 /// A loaded model: validated config and immutable weights. `forward` takes `&self`: many sequences, one model.
@@ -58,7 +58,7 @@ pub struct Scratch {
     /// (T, ffn_dim)
     gate: Vec<f32>,
     up: Vec<f32>,
-    acts: QuantizedActs,
+    acts: ActCache,
     /// (rows wanted, d_model) and (rows wanted, vocab)
     last: Vec<f32>,
     logits: Vec<f32>,
@@ -158,9 +158,7 @@ impl Model {
             for (xr, nr) in x.chunks_exact(d).zip(xn.chunks_exact_mut(d)) {
                 rms_norm(xr, &lw.attn_norm, c.norm_eps, nr);
             }
-            matmul(pool, &lw.q, xn, q, &mut s.acts);
-            matmul(pool, &lw.k, xn, k, &mut s.acts);
-            matmul(pool, &lw.v, xn, v, &mut s.acts);
+            matmul_many(pool, xn, &mut [(&lw.q, &mut *q), (&lw.k, &mut *k), (&lw.v, &mut *v)], &mut s.acts);
             if let (Some(qn), Some(kn)) = (&lw.q_norm, &lw.k_norm) {
                 q.chunks_exact_mut(c.head_dim).for_each(|h| rms_norm_inplace(h, qn, c.norm_eps));
                 k.chunks_exact_mut(c.head_dim).for_each(|h| rms_norm_inplace(h, kn, c.norm_eps));
@@ -191,8 +189,7 @@ impl Model {
             for (xr, nr) in x.chunks_exact(d).zip(xn.chunks_exact_mut(d)) {
                 rms_norm(xr, &lw.ffn_norm, c.norm_eps, nr);
             }
-            matmul(pool, &lw.gate, xn, gate, &mut s.acts);
-            matmul(pool, &lw.up, xn, up, &mut s.acts);
+            matmul_many(pool, xn, &mut [(&lw.gate, &mut *gate), (&lw.up, &mut *up)], &mut s.acts);
             geglu(gate, up);
             matmul(pool, &lw.down, gate, y, &mut s.acts);
             add_residual(x, y, lw.post_ffn_norm.as_deref(), c.norm_eps, d);
