@@ -70,6 +70,28 @@ pub fn rope_inv_freq(head_dim: usize, base: f32, linear_factor: f32) -> Vec<f32>
         .collect()
 }
 
+/// cos and sin of every angle of one position: `out[..half]` = cos, `out[half..]` = sin.
+pub fn rope_cos_sin(pos: usize, inv_freq: &[f32], out: &mut [f32]) {
+    let half = inv_freq.len();
+    for i in 0..half {
+        let angle = (pos as f32 * inv_freq[i]) as f64;
+        out[i] = angle.cos() as f32;
+        out[half + i] = angle.sin() as f32;
+    }
+}
+
+/// Rotate one head by precomputed `rope_cos_sin`.
+pub fn rope_apply_cs(x: &mut [f32], cs: &[f32]) {
+    let half = cs.len() / 2;
+    let (cos, sin) = cs.split_at(half);
+    let (a, b) = x.split_at_mut(half);
+    for i in 0..half {
+        let (x0, x1) = (a[i], b[i]);
+        a[i] = x0 * cos[i] - x1 * sin[i];
+        b[i] = x1 * cos[i] + x0 * sin[i];
+    }
+}
+
 pub fn rope_apply(x: &mut [f32], pos: usize, inv_freq: &[f32]) {
     let half = inv_freq.len();
     let (a, b) = x.split_at_mut(half);

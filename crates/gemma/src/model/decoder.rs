@@ -8,7 +8,7 @@
 use super::config::{AttentionScope, Config};
 use super::state::SeqState;
 use super::weights::Weights;
-use crate::kernels::ops::{geglu, rms_norm, rms_norm_inplace, rope_apply, rope_inv_freq, softcap};
+use crate::kernels::ops::{geglu, rms_norm, rms_norm_inplace, rope_apply_cs, rope_cos_sin, rope_inv_freq, softcap};
 use crate::kernels::{matmul, matmul_many, ActCache, SyncPtr, ThreadPool};
 use crate::quant::DType;
 use crate::{Error, Result};
@@ -20,8 +20,10 @@ pub struct Model {
     /// `sqrt(d_model)`, rounded to the embedding's stored type as transformers does
     /// (`torch.tensor(hidden_size**0.5, dtype=embed.dtype)`), f32 for quantized embeddings as llama.cpp does.
     pub embed_scale: f32,
-    /// Per layer: RoPE inverse frequencies (head_dim / 2).
-    inv_freq: Vec<Vec<f32>>,
+    /// The distinct RoPE inverse-frequency tables (head_dim / 2 each): one or two (local and global layers).
+    inv_freqs: Vec<Vec<f32>>,
+    /// Per layer: its table in `inv_freqs`.
+    layer_rope: Vec<usize>,
 }
 
 /// Which positions of a chunk need output logits.
@@ -62,6 +64,8 @@ pub struct Scratch {
     /// (rows wanted, d_model) and (rows wanted, vocab)
     last: Vec<f32>,
     logits: Vec<f32>,
+    /// (rope tables, T, head_dim): cos and sin of every token's angles, shared by all layers with that table.
+    rope: Vec<f32>,
     /// Per chunk: the range of rows of `logits` it asked for.
     logit_rows: Vec<std::ops::Range<usize>>,
 }
@@ -93,8 +97,17 @@ impl Model {
                 _ => s,
             }
         };
-        let inv_freq = config.layers.iter().map(|l| rope_inv_freq(config.head_dim, l.rope.base, l.rope.linear_factor)).collect();
-        Model { config, weights, embed_scale, inv_freq }
+        let mut inv_freqs: Vec<Vec<f32>> = Vec::new();
+        let mut layer_rope = Vec::new();
+        for l in &config.layers {
+            let f = rope_inv_freq(config.head_dim, l.rope.base, l.rope.linear_factor);
+            let i = inv_freqs.iter().position(|g| *g == f).unwrap_or_else(|| {
+                inv_freqs.push(f);
+                inv_freqs.len() - 1
+            });
+            layer_rope.push(i);
+        }
+        Model { config, weights, embed_scale, inv_freqs, layer_rope }
     }
 
     /// A fresh state for a sequence of at most `max_pos` positions (capped at the model's context).
@@ -142,6 +155,20 @@ impl Model {
                 row += 1;
             }
         }
+        // cos/sin of every token's angles, once per RoPE table rather than per layer and head.
+        let hd = c.head_dim;
+        grow(&mut s.rope, self.inv_freqs.len() * t_total * hd);
+        for (f, inv) in self.inv_freqs.iter().enumerate() {
+            let mut row = 0;
+            for ch in chunks.iter() {
+                for i in 0..ch.tokens.len() {
+                    let at = (f * t_total + row) * hd;
+                    rope_cos_sin(ch.state.pos + i, inv, &mut s.rope[at..at + hd]);
+                    row += 1;
+                }
+            }
+        }
+        let rope = &s.rope[..self.inv_freqs.len() * t_total * hd];
         for ch in chunks.iter_mut() {
             for (l, kv) in ch.state.layers.iter_mut().enumerate() {
                 debug_assert!(l < c.n_layers);
@@ -169,8 +196,10 @@ impl Model {
                 let p0 = ch.state.pos;
                 for i in 0..n {
                     let r = row + i;
-                    q[r * qd..(r + 1) * qd].chunks_exact_mut(c.head_dim).for_each(|h| rope_apply(h, p0 + i, &self.inv_freq[l]));
-                    k[r * kvd..(r + 1) * kvd].chunks_exact_mut(c.head_dim).for_each(|h| rope_apply(h, p0 + i, &self.inv_freq[l]));
+                    let at = (self.layer_rope[l] * t_total + r) * hd;
+                    let cs = &rope[at..at + hd];
+                    q[r * qd..(r + 1) * qd].chunks_exact_mut(hd).for_each(|h| rope_apply_cs(h, cs));
+                    k[r * kvd..(r + 1) * kvd].chunks_exact_mut(hd).for_each(|h| rope_apply_cs(h, cs));
                 }
                 // Append this chunk's keys and values, then attend: the ring was sized to keep what it needs.
                 let kv = &mut ch.state.layers[l];
