@@ -316,7 +316,7 @@ fn place(path: &Path, bytes: &Bytes, t: TensorInfo, data_start: u64, alignment: 
     let row_bytes = (row / t.dtype.block_len() as u64).checked_mul(t.dtype.block_bytes() as u64);
     let n_bytes = row_bytes
         .and_then(|rb| t.dims.iter().skip(1).try_fold(rb, |acc, &d| acc.checked_mul(d)))
-        .ok_or_else(|| err(format!("dimensions {:?} overflow", t.dims)))?;
+        .ok_or_else(|| err(format!("dimensions {:?} (innermost first) overflow", t.dims)))?;
     if t.offset % alignment != 0 {
         return Err(err(format!("data offset {} is not a multiple of the alignment {alignment}", t.offset)));
     }
@@ -324,10 +324,10 @@ fn place(path: &Path, bytes: &Bytes, t: TensorInfo, data_start: u64, alignment: 
     match end {
         Some(end) if end <= bytes.len() as u64 => {}
         _ => {
+            let shape: Vec<u64> = t.dims.iter().rev().copied().collect();
             return Err(err(format!(
-                "{} {:?} needs {n_bytes} bytes at data offset {} (file byte {}), past the end of the {}-byte file",
+                "{} of shape {shape:?} needs {n_bytes} bytes at data offset {} (file byte {}), past the end of the {}-byte file",
                 t.dtype,
-                t.dims,
                 t.offset,
                 data_start.saturating_add(t.offset),
                 bytes.len()
