@@ -153,8 +153,9 @@ fn weight_parts(dt: DType, row: &[u8], n: usize) -> (Vec<f32>, Vec<f32>) {
 /// - each super-block's products `d·d_y`, `(d·d_y)·isum` (and `isum` itself when it passes 2^24) and
 ///   `dmin·d_y·msum` round once each (≤ 3u of the scale part, 2u of the offset part), and the running f32 sum
 ///   adds ≤ u of the total per addition, two additions per block: ≤ 2·nb·u;
-/// - the reference's weights are themselves rounded by the dequantizer (`d·sc·q - dmin·m` in f32: ≤ 2u);
-/// so `(2·nb + 8)·u·M` with `M = Σ (|scale part_i| + |offset part_i|)·|â_i|` covers both, 8 for slack.
+/// - the reference's weights are themselves rounded by the dequantizer (`d·sc·q - dmin·m` in f32: ≤ 2u).
+///
+/// So `(2·nb + 8)·u·M` with `M = Σ (|scale part_i| + |offset part_i|)·|â_i|` covers both, 8 for slack.
 /// For Q4_1/Q5_1 the activation's `s = d_y·Σq_y` is stored as f16, so `m·s` carries up to 2^-11 relative
 /// error (half an f16 ulp) plus 2^-25 absolute when `s` is an f16 subnormal: `Σ_blocks |m|·(2^-11·Σ|â| + 2^-25)`.
 fn rounding_budget(dt: DType, scale: &[f32], offset: &[f32], a_hat: &[f32]) -> f64 {
@@ -189,7 +190,7 @@ fn act_budget(fmt: ActFormat, a: &[f32]) -> Vec<f64> {
             }
             ActFormat::Q8_K => amax as f64 / 127.0 / 2.0 + amax as f64 / 1_048_576.0,
         };
-        out.extend(std::iter::repeat(e).take(b.len()));
+        out.resize(out.len() + b.len(), e);
     }
     out
 }

@@ -1,5 +1,6 @@
 //! Checkpoint file formats. Each reader produces a [`TensorStore`]: named tensors whose bytes stay in the
-//! memory-mapped file, in their stored type. No model knowledge lives here.
+//! memory-mapped file, in their stored type. No model knowledge lives here, except in `gguf::model`, which
+//! maps a GGUF file's metadata (its model configuration) to the model layer's raw config.
 
 pub mod gguf;
 pub mod safetensors;
