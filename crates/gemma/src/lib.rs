@@ -19,3 +19,4 @@ pub mod runtime;
 pub mod tokenizer;
 
 pub use error::{Error, Result};
+pub use model::load::{load_tokenizer, load_with_tokenizer};

@@ -1,7 +1,14 @@
-//! One module per subcommand.
+//! One module per subcommand; `common` holds what the generating ones share.
 
+pub mod bench;
+pub mod chat;
+pub mod common;
+pub mod complete;
 pub mod inspect;
 pub mod logits;
+pub mod perplexity;
+pub mod run;
+pub mod tokenize;
 
 /// All cores, as the machine reports them.
 pub fn default_threads() -> usize {

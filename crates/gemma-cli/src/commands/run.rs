@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Result};
 use gemma::runtime::{FinishReason, Generation, GenerationEvent};
-use gemma::tokenizer::{EncodeOptions, StreamDecoder};
+use gemma::tokenizer::{ControlTokens, EncodeOptions, StreamDecoder};
 
 use super::common::{self, ModelArgs, SamplingArgs};
 
@@ -126,7 +126,7 @@ pub fn run(a: Args) -> Result<()> {
 
     let t_gen = Instant::now();
     let mut out = std::io::stdout().lock();
-    let mut decoder = StreamDecoder::new(tok);
+    let mut decoder = StreamDecoder::new(tok, ControlTokens::Skip);
     let mut stops = StopMatcher::new(a.stop.clone());
     let mut text = String::new();
     let mut generated = Vec::new();
@@ -148,7 +148,7 @@ pub fn run(a: Args) -> Result<()> {
             }
             GenerationEvent::Token(t) => {
                 generated.push(t);
-                let (piece, hit) = stops.push(&decoder.push(t));
+                let (piece, hit) = stops.push(&decoder.push(t)?);
                 emit(&piece, &mut text)?;
                 if hit {
                     hit_stop_string = true;

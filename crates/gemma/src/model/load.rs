@@ -6,6 +6,7 @@ use super::config::Config;
 use super::decoder::Model;
 use super::weights::{NameScheme, NormConvention, Weights};
 use crate::formats::safetensors;
+use crate::tokenizer::Tokenizer;
 use crate::{Error, Result};
 
 /// What kind of file or folder a model path is.
@@ -42,4 +43,24 @@ pub fn load_hf_dir(dir: &Path) -> Result<Model> {
     let store = safetensors::load_dir(dir)?;
     let weights = Weights::from_store(&config, &store, NameScheme::HuggingFace, NormConvention::AddOne)?;
     Ok(Model::new(config, weights))
+}
+
+/// Load a model and its tokenizer (GGUF metadata, or the folder's tokenizer.json / tokenizer.model), reading a
+/// GGUF file's header once.
+pub fn load_with_tokenizer(path: &Path) -> Result<(Model, Tokenizer)> {
+    match ModelPath::classify(path)? {
+        ModelPath::HfDir(dir) => Ok((load_hf_dir(dir)?, Tokenizer::from_dir(dir)?)),
+        ModelPath::Gguf(file) => {
+            let f = crate::formats::gguf::load(file)?;
+            Ok((crate::formats::gguf::model_from_file(&f)?, Tokenizer::from_gguf_metadata(&f.metadata)?))
+        }
+    }
+}
+
+/// Load only the tokenizer of a model path.
+pub fn load_tokenizer(path: &Path) -> Result<Tokenizer> {
+    match ModelPath::classify(path)? {
+        ModelPath::HfDir(dir) => Tokenizer::from_dir(dir),
+        ModelPath::Gguf(file) => Tokenizer::from_gguf_metadata(&crate::formats::gguf::load(file)?.metadata),
+    }
 }
