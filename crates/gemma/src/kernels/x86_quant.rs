@@ -8,7 +8,6 @@
 
 use std::arch::x86_64::*;
 
-use crate::quant::f16_to_f32;
 
 /// The 6-bit scales and mins of Q4_K/Q5_K, packed in 12 bytes.
 #[inline]
@@ -43,6 +42,14 @@ macro_rules! quant_kernels {
             #[inline]
             unsafe fn dot_i8_i8(w: __m256i, y: __m256i) -> __m256i {
                 dot_u8_i8(_mm256_sign_epi8(w, w), _mm256_sign_epi8(y, w))
+            }
+
+            /// f16 → f32 with F16C (the `half` crate's portable conversion is far slower inside a hot loop).
+            #[target_feature(enable = $features)]
+            #[inline]
+            unsafe fn f16(p: *const u8) -> f32 {
+                let bits = u16::from_le_bytes([*p, *p.add(1)]);
+                _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
             }
 
             #[target_feature(enable = $features)]
@@ -91,7 +98,7 @@ macro_rules! quant_kernels {
                 let mut acc = _mm256_setzero_ps();
                 for i in 0..nb {
                     let (bw, ba) = (w.as_ptr().add(i * 34), a.as_ptr().add(i * 34));
-                    let d = f16_to_f32([*bw, *bw.add(1)]) * f16_to_f32([*ba, *ba.add(1)]);
+                    let d = f16(bw) * f16(ba);
                     let s = dot_i8_i8(_mm256_loadu_si256(bw.add(2) as *const __m256i), _mm256_loadu_si256(ba.add(2) as *const __m256i));
                     acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(s), acc);
                 }
@@ -105,7 +112,7 @@ macro_rules! quant_kernels {
                 let mut acc = _mm256_setzero_ps();
                 for i in 0..nb {
                     let (bw, ba) = (w.as_ptr().add(i * 18), a.as_ptr().add(i * 34));
-                    let d = f16_to_f32([*bw, *bw.add(1)]) * f16_to_f32([*ba, *ba.add(1)]);
+                    let d = f16(bw) * f16(ba);
                     let q = _mm256_sub_epi8(unpack_nibbles(bw.add(2)), _mm256_set1_epi8(8));
                     let s = dot_i8_i8(q, _mm256_loadu_si256(ba.add(2) as *const __m256i));
                     acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(s), acc);
@@ -120,7 +127,7 @@ macro_rules! quant_kernels {
                 let mut acc = _mm256_setzero_ps();
                 for i in 0..nb {
                     let (bw, ba) = (w.as_ptr().add(i * 22), a.as_ptr().add(i * 34));
-                    let d = f16_to_f32([*bw, *bw.add(1)]) * f16_to_f32([*ba, *ba.add(1)]);
+                    let d = f16(bw) * f16(ba);
                     let qh = u32::from_le_bytes([*bw.add(2), *bw.add(3), *bw.add(4), *bw.add(5)]);
                     // Without the high bit, nibble - 16 is the nibble with 0xF0 set (as i8); with it, the nibble.
                     let high = _mm256_andnot_si256(bytes_from_bits(qh), _mm256_set1_epi8(0xF0u8 as i8));
@@ -138,8 +145,8 @@ macro_rules! quant_kernels {
                 let mut acc = 0f32;
                 for i in 0..nb {
                     let (bw, ba) = (w.as_ptr().add(i * 144), a.as_ptr().add(i * 292));
-                    let d = f16_to_f32([*bw, *bw.add(1)]);
-                    let dmin = f16_to_f32([*bw.add(2), *bw.add(3)]);
+                    let d = f16(bw);
+                    let dmin = f16(bw.add(2));
                     let dy = f32::from_le_bytes([*ba, *ba.add(1), *ba.add(2), *ba.add(3)]);
                     let (sc, m) = scale_min_k4(std::slice::from_raw_parts(bw.add(4), 12));
                     let (qs, y) = (bw.add(16), ba.add(4));
@@ -176,7 +183,7 @@ macro_rules! quant_kernels {
                 let m2 = _mm256_set1_epi8(0x03);
                 for i in 0..nb {
                     let (bw, ba) = (w.as_ptr().add(i * 210), a.as_ptr().add(i * 292));
-                    let d = f16_to_f32([*bw.add(208), *bw.add(209)]);
+                    let d = f16(bw.add(208));
                     let dy = f32::from_le_bytes([*ba, *ba.add(1), *ba.add(2), *ba.add(3)]);
                     let scales = bw.add(192) as *const i8;
                     let y = ba.add(4);
