@@ -16,7 +16,7 @@ use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use serde_json::Value as Json;
 
-use super::vocab::{parse_byte_piece, piece_map, tok_err, TokenKind, Vocab, NO_MERGE};
+use super::vocab::{parse_byte_piece, tok_err, PieceIndex, TokenKind, Vocab, NO_MERGE};
 
 #[derive(Deserialize)]
 struct File {
@@ -204,14 +204,14 @@ fn scores_from_merges(pieces: &[String], merges: &[Merge], src: &str) -> crate::
     if merges.len() >= 1 << 24 {
         return Err(tok_err(src, format!("{} merges: ranks past 2^24 would not be exact as scores", merges.len())));
     }
-    let map = piece_map(pieces);
+    let map = PieceIndex::new(pieces);
     let mut scores = vec![NO_MERGE; pieces.len()];
     let mut joined = String::new();
     for (rank, Merge(a, b)) in merges.iter().enumerate() {
         joined.clear();
         joined.push_str(a);
         joined.push_str(b);
-        let Some(&id) = map.get(joined.as_str()) else {
+        let Some(id) = map.get(joined.as_str()) else {
             return Err(tok_err(src, format!("merge #{rank} `{a}` + `{b}` makes `{joined}`, which is not in model.vocab")));
         };
         if scores[id as usize] == NO_MERGE {
