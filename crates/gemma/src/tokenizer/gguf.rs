@@ -6,6 +6,11 @@
 //!   matches them in the raw text; we store pieces the SentencePiece way and turn the spaces back into `▁`;
 //! - every non-normal piece gets the placeholder score -1000, whereas SentencePiece ranks user-defined
 //!   pieces above all learned merges (see [`super::rank_user_defined_first`]).
+//!
+//! Token kinds are taken as the file declares them. For Gemma 3, llama.cpp's converter declares `<unusedN>`
+//! and `<mask>` control and `<start_of_image>`/`<end_of_image>` user-defined, the reverse of
+//! `tokenizer.json`; so with special-token parsing off those strings encode differently by source, exactly
+//! as Hugging Face `tokenizers` does when given each file's flags (tests/fixtures/tokenizer/README.md).
 
 use std::collections::BTreeMap;
 

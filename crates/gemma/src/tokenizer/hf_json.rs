@@ -178,6 +178,10 @@ fn check_pre_tokenizer(p: &Json, src: &str) -> crate::Result<()> {
 fn pieces_and_kinds(file: &File, src: &str) -> crate::Result<(Vec<String>, Vec<TokenKind>)> {
     let entries = &file.model.vocab.0;
     let n = entries.iter().map(|e| e.1).chain(file.added_tokens.iter().map(|a| a.id)).max().map_or(0, |m| m as usize + 1);
+    // Ids are dense; checking it before allocating keeps a stray huge id from asking for gigabytes.
+    if n > entries.len() + file.added_tokens.len() {
+        return Err(tok_err(src, format!("token id {} leaves gaps: only {} pieces are listed", n - 1, entries.len())));
+    }
     let mut pieces: Vec<Option<String>> = vec![None; n];
     for (p, id) in entries {
         pieces[*id as usize] = Some(p.clone());
@@ -283,6 +287,13 @@ mod tests {
         let bad = TINY.replace(r#""type": "Replace""#, r#""type": "NFKC""#);
         let e = vocab_from_tokenizer_json_bytes(bad.as_bytes(), "tiny.json").unwrap_err().to_string();
         assert!(e.contains("tiny.json") && e.contains("normalizer"), "{e}");
+    }
+
+    #[test]
+    fn rejects_sparse_ids() {
+        let bad = TINY.replace(r#""▁ab": 10"#, r#""▁ab": 4000000000"#);
+        let e = vocab_from_tokenizer_json_bytes(bad.as_bytes(), "tiny.json").unwrap_err().to_string();
+        assert!(e.contains("gaps"), "{e}");
     }
 
     #[test]

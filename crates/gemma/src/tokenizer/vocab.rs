@@ -82,6 +82,10 @@ impl Vocab {
         if n > u32::MAX as usize / 2 {
             return Err(tok_err(source, format!("{n} pieces is more than a u32 id can address")));
         }
+        let bytes: usize = self.pieces.iter().map(|p| p.len()).sum();
+        if bytes >= u32::MAX as usize {
+            return Err(tok_err(source, format!("the pieces total {bytes} bytes, past the 4 GiB the index addresses")));
+        }
         for (name, id) in [("bos", self.bos), ("eos", self.eos), ("pad", self.pad), ("unk", self.unk)] {
             if let Some(id) = id {
                 if id as usize >= n {
