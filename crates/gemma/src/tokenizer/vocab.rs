@@ -115,16 +115,28 @@ pub(crate) fn parse_byte_piece(piece: &str) -> Option<u8> {
 ///
 /// BPE looks up millions of short strings, most of them not pieces; and a GGUF vocabulary has 262k pieces to
 /// index at load time. A `HashMap<String, u32>` would spend most of its load time allocating one box per
-/// piece and most of its look-ups chasing them, so the texts live in one arena and each slot keeps the
-/// id with 32 bits of the hash, which settle almost every probe without touching the text.
+/// piece and its look-ups chasing them, so the texts live in one arena and each slot carries what a probe
+/// needs: 32 bits of the hash, which settle almost every mismatch, and where the text is, so that a match
+/// costs one more memory access.
 #[derive(Clone)]
 pub(crate) struct PieceIndex {
     arena: String,
-    /// Byte range of piece `id` in `arena`: `offsets[id]..offsets[id + 1]`.
-    offsets: Vec<u32>,
-    /// (id + 1, hash tag); id + 1 == 0 marks an empty slot.
-    slots: Vec<(u32, u32)>,
+    slots: Vec<Slot>,
     mask: usize,
+    /// One bit per hash value (mod its size) of every piece: a 256 KiB filter that stays in cache and
+    /// answers most look-ups of non-pieces without touching the 8 MiB of slots.
+    filter: Vec<u64>,
+}
+
+const FILTER_WORDS: usize = 1 << 15;
+
+#[derive(Clone, Copy, Default)]
+struct Slot {
+    /// id + 1; 0 marks an empty slot.
+    id1: u32,
+    tag: u32,
+    start: u32,
+    len: u32,
 }
 
 /// 64-bit hash of a byte string: a multiply-rotate over 8-byte words, then a final avalanche so that both
@@ -152,36 +164,39 @@ impl PieceIndex {
     /// Indexes `pieces`; on duplicate texts the lowest id wins, as in SentencePiece.
     pub(crate) fn new(pieces: &[String]) -> PieceIndex {
         let total: usize = pieces.iter().map(|p| p.len()).sum();
-        let mut arena = String::with_capacity(total);
-        let mut offsets = Vec::with_capacity(pieces.len() + 1);
-        offsets.push(0);
-        for p in pieces {
-            arena.push_str(p);
-            offsets.push(arena.len() as u32);
-        }
         let size = (pieces.len() * 2).next_power_of_two().max(16);
-        let mut index = PieceIndex { arena, offsets, slots: vec![(0, 0); size], mask: size - 1 };
+        let mut index = PieceIndex {
+            arena: String::with_capacity(total),
+            slots: vec![Slot::default(); size],
+            mask: size - 1,
+            filter: vec![0; FILTER_WORDS],
+        };
         for (id, p) in pieces.iter().enumerate() {
             index.insert(p, id as u32);
         }
         index
     }
 
-    fn text(&self, id: u32) -> &str {
-        &self.arena[self.offsets[id as usize] as usize..self.offsets[id as usize + 1] as usize]
+    #[inline]
+    fn text(&self, s: &Slot) -> &str {
+        &self.arena[s.start as usize..(s.start + s.len) as usize]
     }
 
     fn insert(&mut self, key: &str, id: u32) {
         let h = hash(key.as_bytes());
+        let bit = (h >> 32) as usize % (FILTER_WORDS * 64);
+        self.filter[bit / 64] |= 1 << (bit % 64);
         let tag = (h >> 32) as u32;
         let mut i = h as usize & self.mask;
         loop {
-            let (slot_id, slot_tag) = self.slots[i];
-            if slot_id == 0 {
-                self.slots[i] = (id + 1, tag);
+            let s = self.slots[i];
+            if s.id1 == 0 {
+                let start = self.arena.len() as u32;
+                self.arena.push_str(key);
+                self.slots[i] = Slot { id1: id + 1, tag, start, len: key.len() as u32 };
                 return;
             }
-            if slot_tag == tag && self.text(slot_id - 1) == key {
+            if s.tag == tag && self.text(&s) == key {
                 return; // a lower id already has this text
             }
             i = (i + 1) & self.mask;
@@ -192,15 +207,19 @@ impl PieceIndex {
     #[inline]
     pub(crate) fn get(&self, key: &str) -> Option<u32> {
         let h = hash(key.as_bytes());
+        let bit = (h >> 32) as usize % (FILTER_WORDS * 64);
+        if self.filter[bit / 64] & (1 << (bit % 64)) == 0 {
+            return None;
+        }
         let tag = (h >> 32) as u32;
         let mut i = h as usize & self.mask;
         loop {
-            let (slot_id, slot_tag) = self.slots[i];
-            if slot_id == 0 {
+            let s = &self.slots[i];
+            if s.id1 == 0 {
                 return None;
             }
-            if slot_tag == tag && self.text(slot_id - 1) == key {
-                return Some(slot_id - 1);
+            if s.tag == tag && s.len as usize == key.len() && self.text(s) == key {
+                return Some(s.id1 - 1);
             }
             i = (i + 1) & self.mask;
         }
