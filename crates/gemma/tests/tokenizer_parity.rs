@@ -199,3 +199,19 @@ fn chat_templates_match_transformers() {
     }
     assert_eq!(failures, 0, "{failures} chat mismatches (listed above)");
 }
+
+#[test]
+fn from_dir_reads_the_model_and_the_config() {
+    let dir = std::env::temp_dir().join(format!("gemma-tok-dir-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(fixtures().join("tiny_spm/tiny.model"), dir.join("tokenizer.model")).unwrap();
+    let none = Tokenizer::from_dir(&dir).unwrap();
+    assert!(none.chat_template().source().contains("<start_of_turn>"), "built-in Gemma format");
+    std::fs::write(dir.join("tokenizer_config.json"), r#"{"chat_template": "{{ bos_token }}X", "add_bos_token": false}"#).unwrap();
+    let tok = Tokenizer::from_dir(&dir).unwrap();
+    assert_eq!(tok.chat_template().render(&[], false).unwrap(), "<bos>X");
+    assert!(!tok.default_options().add_bos);
+    std::fs::remove_dir_all(&dir).unwrap();
+    let e = Tokenizer::from_dir(&dir).err().unwrap().to_string();
+    assert!(e.contains("no tokenizer.json or tokenizer.model"), "{e}");
+}

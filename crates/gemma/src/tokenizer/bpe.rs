@@ -13,13 +13,13 @@
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 
-use super::vocab::{PieceMap, NO_MERGE};
+use super::vocab::{PieceIndex, NO_MERGE};
 
 pub(crate) const NONE: u32 = u32::MAX;
 
 /// What BPE needs from the vocabulary, precomputed once per tokenizer.
 pub(crate) struct Bpe {
-    pub(crate) map: PieceMap,
+    pub(crate) map: PieceIndex,
     pub(crate) scores: Vec<f32>,
     /// Id of each ASCII character's piece (NONE if absent): spares a hash look-up for most initial symbols.
     pub(crate) ascii: [u32; 128],
@@ -70,11 +70,11 @@ impl Ord for Pair {
 const MAX_SEGMENT: usize = (u32::MAX / 2) as usize;
 
 impl Bpe {
-    pub(crate) fn new(map: PieceMap, scores: Vec<f32>, byte_ids: [u32; 256], unk: u32) -> Bpe {
+    pub(crate) fn new(map: PieceIndex, scores: Vec<f32>, byte_ids: [u32; 256], unk: u32) -> Bpe {
         let mut ascii = [NONE; 128];
         for (c, slot) in ascii.iter_mut().enumerate() {
             let s = [c as u8];
-            if let Some(&id) = map.get(std::str::from_utf8(&s).unwrap()) {
+            if let Some(id) = map.get(std::str::from_utf8(&s).unwrap()) {
                 *slot = id;
             }
         }
@@ -143,7 +143,7 @@ impl Bpe {
             let id = if (c as u32) < 128 {
                 self.ascii[c as usize]
             } else {
-                self.map.get(&text[start..end]).copied().unwrap_or(NONE)
+                self.map.get(&text[start..end]).unwrap_or(NONE)
             };
             let i = syms.len() as u32;
             syms.push(Symbol { start: start as u32, end: end as u32, prev: i.wrapping_sub(1), next: i + 1, id });
@@ -161,7 +161,7 @@ impl Bpe {
             return None;
         }
         let end = syms[l.next as usize].end;
-        let id = *self.map.get(&text[l.start as usize..end as usize])?;
+        let id = self.map.get(&text[l.start as usize..end as usize])?;
         let score = self.scores[id as usize];
         if score == NO_MERGE {
             return None;
@@ -197,7 +197,7 @@ impl Bpe {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tokenizer::vocab::piece_map;
+    use crate::tokenizer::vocab::PieceIndex;
 
     fn bpe(pieces: &[(&str, f32)]) -> Bpe {
         let p: Vec<String> = pieces.iter().map(|x| x.0.to_string()).collect();
@@ -207,7 +207,7 @@ mod tests {
                 byte_ids[b as usize] = i as u32;
             }
         }
-        Bpe::new(piece_map(&p), pieces.iter().map(|x| x.1).collect(), byte_ids, 0)
+        Bpe::new(PieceIndex::new(&p), pieces.iter().map(|x| x.1).collect(), byte_ids, 0)
     }
 
     fn enc(b: &Bpe, s: &str) -> Vec<u32> {

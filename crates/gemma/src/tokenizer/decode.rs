@@ -86,7 +86,7 @@ impl<'t> StreamDecoder<'t> {
                     start += valid;
                     match e.error_len() {
                         Some(bad) => {
-                            out.extend(std::iter::repeat('\u{FFFD}').take(bad));
+                            push_replacements(bad, out);
                             start += bad;
                         }
                         None => break, // an incomplete character: wait for more bytes
@@ -98,8 +98,15 @@ impl<'t> StreamDecoder<'t> {
     }
 
     fn flush_into(&mut self, out: &mut String) {
-        out.extend(std::iter::repeat('\u{FFFD}').take(self.pending.len()));
+        push_replacements(self.pending.len(), out);
         self.pending.clear();
+    }
+}
+
+/// `n` replacement characters, one per byte that cannot be decoded.
+fn push_replacements(n: usize, out: &mut String) {
+    for _ in 0..n {
+        out.push('\u{FFFD}');
     }
 }
 

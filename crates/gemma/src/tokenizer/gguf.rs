@@ -6,6 +6,11 @@
 //!   matches them in the raw text; we store pieces the SentencePiece way and turn the spaces back into `▁`;
 //! - every non-normal piece gets the placeholder score -1000, whereas SentencePiece ranks user-defined
 //!   pieces above all learned merges (see [`super::rank_user_defined_first`]).
+//!
+//! Token kinds are taken as the file declares them. For Gemma 3, llama.cpp's converter declares `<unusedN>`
+//! and `<mask>` control and `<start_of_image>`/`<end_of_image>` user-defined, the reverse of
+//! `tokenizer.json`; so with special-token parsing off those strings encode differently by source, exactly
+//! as Hugging Face `tokenizers` does when given each file's flags (tests/fixtures/tokenizer/README.md).
 
 use std::collections::BTreeMap;
 
@@ -130,5 +135,71 @@ fn id(meta: &BTreeMap<String, Value>, key: &str) -> crate::Result<Option<u32>> {
         Some(x) if x < 0 => Ok(None),
         Some(x) if x <= u32::MAX as i64 => Ok(Some(x as u32)),
         _ => Err(tok_err(SRC, format!("{key} = {v:?} is not a token id"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(extra: &[(&str, Value)]) -> BTreeMap<String, Value> {
+        let s = |x: &str| Value::String(x.into());
+        let tokens = ["<pad>", "<eos>", "<bos>", "<unk>", "  ", "<0x41>", "a", "▁a"];
+        let types = [3, 3, 3, 2, 4, 6, 1, 1];
+        let scores = [-1000., -1000., -1000., -1000., -1000., 0., -5., -6.];
+        let mut m: BTreeMap<String, Value> = [
+            ("tokenizer.ggml.model", s("llama")),
+            ("tokenizer.ggml.tokens", Value::Array(tokens.iter().map(|t| s(t)).collect())),
+            ("tokenizer.ggml.token_type", Value::Array(types.iter().map(|&t| Value::I32(t)).collect())),
+            ("tokenizer.ggml.scores", Value::Array(scores.iter().map(|&x| Value::F32(x)).collect())),
+            ("tokenizer.ggml.bos_token_id", Value::U32(2)),
+            ("tokenizer.ggml.eos_token_id", Value::U32(1)),
+            ("tokenizer.ggml.unknown_token_id", Value::U32(3)),
+            ("tokenizer.ggml.padding_token_id", Value::U32(0)),
+            ("tokenizer.ggml.add_bos_token", Value::Bool(true)),
+            ("tokenizer.chat_template", s("{{ bos_token }}")),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        for (k, v) in extra {
+            m.insert(k.to_string(), v.clone());
+        }
+        m
+    }
+
+    #[test]
+    fn reads_gemma_style_metadata() {
+        let v = vocab_from_gguf(&meta(&[])).unwrap();
+        assert_eq!(v.pieces[4], "▁▁", "user-defined spaces are stored the SentencePiece way");
+        assert_eq!(v.kinds[..6], [TokenKind::Control, TokenKind::Control, TokenKind::Control, TokenKind::Unknown, TokenKind::UserDefined, TokenKind::Byte]);
+        assert_eq!((v.bos, v.eos, v.pad, v.unk, v.add_bos), (Some(2), Some(1), Some(0), Some(3), true));
+        assert_eq!(v.scores[0], NO_MERGE);
+        assert_eq!(v.scores[5], NO_MERGE);
+        assert!(v.scores[4] > v.scores[6], "user-defined pieces rank above every merge");
+        assert_eq!(v.chat_template.as_deref(), Some("{{ bos_token }}"));
+    }
+
+    #[test]
+    fn refuses_what_it_cannot_honour() {
+        let err = |m: BTreeMap<String, Value>| vocab_from_gguf(&m).unwrap_err().to_string();
+        assert!(err(meta(&[("tokenizer.ggml.model", Value::String("gpt2".into()))])).contains("gpt2"));
+        assert!(err(meta(&[("tokenizer.ggml.add_space_prefix", Value::Bool(true))])).contains("add_space_prefix"));
+        assert!(err(meta(&[("tokenizer.ggml.scores", Value::Array(vec![Value::F32(0.)]))])).contains("scores"));
+        assert!(err(meta(&[("tokenizer.ggml.token_type", Value::U32(1))])).contains("token_type"));
+        assert!(err(meta(&[("tokenizer.ggml.bos_token_id", Value::U32(99))])).contains("bos"));
+        let mut no_tokens = meta(&[]);
+        no_tokens.remove("tokenizer.ggml.tokens");
+        assert!(err(no_tokens).contains("tokenizer.ggml.tokens"));
+    }
+
+    #[test]
+    fn encodes_through_the_user_defined_run() {
+        let tok = crate::tokenizer::Tokenizer::from_gguf_metadata(&meta(&[])).unwrap();
+        let raw = crate::tokenizer::EncodeOptions { add_bos: false, parse_special: false };
+        // "  a": the two spaces merge into ▁▁ first (user-defined outranks ▁a), then a stays alone.
+        assert_eq!(tok.encode("  a", raw), vec![4, 6]);
+        assert_eq!(tok.encode(" a", raw), vec![7]);
+        assert_eq!(tok.decode(&[4, 6]).unwrap(), "  a");
     }
 }

@@ -16,7 +16,7 @@ use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use serde_json::Value as Json;
 
-use super::vocab::{parse_byte_piece, piece_map, tok_err, TokenKind, Vocab, NO_MERGE};
+use super::vocab::{parse_byte_piece, tok_err, PieceIndex, TokenKind, Vocab, NO_MERGE};
 
 #[derive(Deserialize)]
 struct File {
@@ -178,6 +178,10 @@ fn check_pre_tokenizer(p: &Json, src: &str) -> crate::Result<()> {
 fn pieces_and_kinds(file: &File, src: &str) -> crate::Result<(Vec<String>, Vec<TokenKind>)> {
     let entries = &file.model.vocab.0;
     let n = entries.iter().map(|e| e.1).chain(file.added_tokens.iter().map(|a| a.id)).max().map_or(0, |m| m as usize + 1);
+    // Ids are dense; checking it before allocating keeps a stray huge id from asking for gigabytes.
+    if n > entries.len() + file.added_tokens.len() {
+        return Err(tok_err(src, format!("token id {} leaves gaps: only {} pieces are listed", n - 1, entries.len())));
+    }
     let mut pieces: Vec<Option<String>> = vec![None; n];
     for (p, id) in entries {
         pieces[*id as usize] = Some(p.clone());
@@ -204,14 +208,14 @@ fn scores_from_merges(pieces: &[String], merges: &[Merge], src: &str) -> crate::
     if merges.len() >= 1 << 24 {
         return Err(tok_err(src, format!("{} merges: ranks past 2^24 would not be exact as scores", merges.len())));
     }
-    let map = piece_map(pieces);
+    let map = PieceIndex::new(pieces);
     let mut scores = vec![NO_MERGE; pieces.len()];
     let mut joined = String::new();
     for (rank, Merge(a, b)) in merges.iter().enumerate() {
         joined.clear();
         joined.push_str(a);
         joined.push_str(b);
-        let Some(&id) = map.get(joined.as_str()) else {
+        let Some(id) = map.get(joined.as_str()) else {
             return Err(tok_err(src, format!("merge #{rank} `{a}` + `{b}` makes `{joined}`, which is not in model.vocab")));
         };
         if scores[id as usize] == NO_MERGE {
@@ -283,6 +287,13 @@ mod tests {
         let bad = TINY.replace(r#""type": "Replace""#, r#""type": "NFKC""#);
         let e = vocab_from_tokenizer_json_bytes(bad.as_bytes(), "tiny.json").unwrap_err().to_string();
         assert!(e.contains("tiny.json") && e.contains("normalizer"), "{e}");
+    }
+
+    #[test]
+    fn rejects_sparse_ids() {
+        let bad = TINY.replace(r#""▁ab": 10"#, r#""▁ab": 4000000000"#);
+        let e = vocab_from_tokenizer_json_bytes(bad.as_bytes(), "tiny.json").unwrap_err().to_string();
+        assert!(e.contains("gaps"), "{e}");
     }
 
     #[test]

@@ -31,7 +31,7 @@ pub use vocab::{TokenKind, Vocab};
 
 use bpe::{Bpe, NONE};
 use special::{Matcher, Segment};
-use vocab::{parse_byte_piece, piece_map, NO_MERGE};
+use vocab::{parse_byte_piece, PieceIndex, NO_MERGE};
 
 /// How to encode a text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,7 +81,7 @@ impl Tokenizer {
         };
         let user_defined = matched(&|k| k == TokenKind::UserDefined);
         let with_control = matched(&|k| matches!(k, TokenKind::UserDefined | TokenKind::Control | TokenKind::Unknown));
-        let bpe = Bpe::new(piece_map(&vocab.pieces), vocab.scores.clone(), byte_ids, vocab.unk.unwrap_or(NONE));
+        let bpe = Bpe::new(PieceIndex::new(&vocab.pieces), vocab.scores.clone(), byte_ids, vocab.unk.unwrap_or(NONE));
         Ok(Tokenizer { vocab, bpe, user_defined, with_control })
     }
 
@@ -162,7 +162,7 @@ impl Tokenizer {
 
     /// The id of a piece, written as stored (`▁the`, `<start_of_turn>`, `<0x0A>`).
     pub fn token_id(&self, piece: &str) -> Option<u32> {
-        self.bpe.map.get(piece).copied()
+        self.bpe.map.get(piece)
     }
 
     pub fn kind(&self, id: u32) -> Option<TokenKind> {
