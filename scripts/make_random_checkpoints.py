@@ -1,0 +1,152 @@
+#!/usr/bin/env python3
+"""Random-weight checkpoints with the exact shapes of a released Gemma model, for speed measurements.
+
+Random weights give meaningless text but true timings: every matrix has the real shape and storage type.
+Writes, under OUT/<shape>/:
+  hf-bf16/       config.json + sharded bf16 safetensors (+ index), as transformers lays out a checkpoint
+  <shape>-q8_0.gguf, <shape>-q4_0.gguf   GGUF files llama.cpp and gemma-rs both load (norms F32; the
+                 tokenizer metadata is the default model's, cut to this model's vocabulary, so llama.cpp loads it)
+
+Usage (needs numpy, safetensors and the `gguf` package, e.g. the venv tools/fixtures uses):
+    python scripts/make_random_checkpoints.py --shape gemma-2b --out /tmp/gemma-random [--formats bf16,q8_0,q4_0]
+Shapes come from crates/gemma/src/model/presets.json (official hyper-parameters).
+"""
+import argparse, json, os, pathlib, sys
+import numpy as np
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+def tensors(cfg, rng):
+    """(HF name, GGUF name, shape, is_norm) for every tensor, in file order."""
+    d, f, L = cfg["hidden_size"], cfg["intermediate_size"], cfg["num_hidden_layers"]
+    hd, nh, nkv, V = cfg["head_dim"], cfg["num_attention_heads"], cfg["num_key_value_heads"], cfg["vocab_size"]
+    yield "model.embed_tokens.weight", "token_embd.weight", (V, d), False
+    for i in range(L):
+        p, g = f"model.layers.{i}.", f"blk.{i}."
+        yield p + "input_layernorm.weight", g + "attn_norm.weight", (d,), True
+        yield p + "self_attn.q_proj.weight", g + "attn_q.weight", (nh * hd, d), False
+        yield p + "self_attn.k_proj.weight", g + "attn_k.weight", (nkv * hd, d), False
+        yield p + "self_attn.v_proj.weight", g + "attn_v.weight", (nkv * hd, d), False
+        yield p + "self_attn.o_proj.weight", g + "attn_output.weight", (d, nh * hd), False
+        yield p + "post_attention_layernorm.weight", g + "ffn_norm.weight", (d,), True
+        yield p + "mlp.gate_proj.weight", g + "ffn_gate.weight", (f, d), False
+        yield p + "mlp.up_proj.weight", g + "ffn_up.weight", (f, d), False
+        yield p + "mlp.down_proj.weight", g + "ffn_down.weight", (d, f), False
+    yield "model.norm.weight", "output_norm.weight", (d,), True
+
+def random(rng, shape, norm):
+    if norm:
+        return rng.normal(0.0, 0.1, size=shape).astype(np.float32)
+    return rng.normal(0.0, 0.02, size=shape).astype(np.float32)
+
+def bf16_bytes(x):
+    u = x.view(np.uint32)
+    return ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16)  # round to nearest even
+
+def write_hf(cfg, out, seed):
+    from safetensors.numpy import save_file
+    out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    shard, shard_bytes, n, weight_map = {}, 0, 0, {}
+    def flush():
+        nonlocal shard, shard_bytes, n
+        if shard:
+            n += 1
+            name = f"model-{n:05d}.safetensors"
+            save_file(shard, str(out / name))
+            for k in shard:
+                weight_map[k] = name
+            shard, shard_bytes = {}, 0
+    for hf, _, shape, norm in tensors(cfg, rng):
+        x = random(rng, shape, norm)
+        shard[hf] = bf16_bytes(x).view(np.uint16)
+        shard_bytes += x.size * 2
+        if shard_bytes > 2 << 30:
+            flush()
+    flush()
+    # safetensors.numpy stores uint16; rewrite the dtype tag in each header to BF16 (same bytes).
+    for name in sorted(set(weight_map.values())):
+        p = out / name
+        b = bytearray(p.read_bytes())
+        hlen = int.from_bytes(b[:8], "little")
+        h = json.loads(b[8:8 + hlen])
+        for k, v in h.items():
+            if k != "__metadata__":
+                v["dtype"] = "BF16"
+        hb = json.dumps(h).encode().ljust(hlen, b" ")
+        assert len(hb) == hlen
+        b[8:8 + hlen] = hb
+        p.write_bytes(b)
+    (out / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}, indent=1))
+    c = dict(cfg)
+    c["torch_dtype"] = "bfloat16"
+    (out / "config.json").write_text(json.dumps(c, indent=1))
+
+def write_gguf(cfg, path, qtype, seed, tok_source):
+    import gguf
+    from gguf import GGMLQuantizationType as T
+    rng = np.random.default_rng(seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    w = gguf.GGUFWriter(str(path), "gemma")
+    w.add_context_length(cfg["max_position_embeddings"])
+    w.add_embedding_length(cfg["hidden_size"])
+    w.add_block_count(cfg["num_hidden_layers"])
+    w.add_feed_forward_length(cfg["intermediate_size"])
+    w.add_head_count(cfg["num_attention_heads"])
+    w.add_head_count_kv(cfg["num_key_value_heads"])
+    w.add_key_length(cfg["head_dim"])
+    w.add_value_length(cfg["head_dim"])
+    w.add_layer_norm_rms_eps(cfg["rms_norm_eps"])
+    w.add_rope_freq_base(cfg.get("rope_theta", 10000.0))
+    w.add_file_type({"q8_0": 7, "q4_0": 2}[qtype])
+    # Tokenizer: the default model's vocabulary cut to this vocabulary size (llama.cpp needs one to load).
+    r = gguf.GGUFReader(str(tok_source))
+    V = cfg["vocab_size"]
+    fields = r.fields
+    def arr(key):
+        f = fields[key]
+        return [f.parts[i] for i in f.data]
+    tokens = [bytes(p).decode("utf-8") for p in arr("tokenizer.ggml.tokens")][:V]
+    scores = [float(p[0]) for p in arr("tokenizer.ggml.scores")][:V]
+    types = [int(p[0]) for p in arr("tokenizer.ggml.token_type")][:V]
+    w.add_tokenizer_model("llama")
+    w.add_token_list(tokens)
+    w.add_token_scores(scores)
+    w.add_token_types(types)
+    w.add_bos_token_id(2)
+    w.add_eos_token_id(1)
+    w.add_pad_token_id(0)
+    w.add_unk_token_id(3)
+    q = {"q8_0": T.Q8_0, "q4_0": T.Q4_0}[qtype]
+    for _, name, shape, norm in tensors(cfg, rng):
+        x = random(rng, shape, norm)
+        if norm:
+            w.add_tensor(name, (1.0 + x).astype(np.float32))
+        else:
+            data = gguf.quants.quantize(x, q)
+            w.add_tensor(name, data, raw_shape=data.shape, raw_dtype=q)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file(progress=False)
+    w.close()
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--shape", default="gemma-2b", choices=["gemma-2b", "gemma-7b"])
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--formats", default="bf16,q8_0,q4_0")
+    ap.add_argument("--tokenizer-from", default=os.path.expanduser("~/.cache/gemma-rs/gemma-3-270m-q4_k_m.gguf"))
+    ap.add_argument("--seed", type=int, default=0)
+    a = ap.parse_args()
+    cfg = json.loads((ROOT / "crates/gemma/src/model/presets.json").read_text())["models"][a.shape]
+    cfg = {k: v for k, v in cfg.items()}
+    out = pathlib.Path(a.out) / a.shape
+    for fmt in a.formats.split(","):
+        if fmt == "bf16":
+            write_hf(cfg, out / "hf-bf16", a.seed)
+        else:
+            write_gguf(cfg, out / f"{a.shape}-{fmt}.gguf", fmt, a.seed, a.tokenizer_from)
+        print(f"wrote {fmt} for {a.shape} under {out}", flush=True)
+
+if __name__ == "__main__":
+    main()
