@@ -106,6 +106,24 @@ pub fn matmul_many(pool: &ThreadPool, x: &[f32], jobs: &mut [(&Matrix, &mut [f32
         let r0 = (i - first_task[j]) * step[j];
         let r1 = (r0 + step[j]).min(w.rows);
         let qa = &acts.slots[slot(w.dtype.act_format())];
+        let mut r_done = r0;
+        if w.dtype.is_quantized() && n % 4 != 0 {
+            // Tokens left over from groups of four (all of them in decode): four weight rows per call, so
+            // the memory system sees four independent streams and each activation block is loaded once.
+            let t0 = n / 4 * 4;
+            while r_done + 4 <= r1 {
+                let r = r_done;
+                let rows = [w.row(r), w.row(r + 1), w.row(r + 2), w.row(r + 3)];
+                for t in t0..n {
+                    let v = (k.dot_rows4)(w.dtype, rows, qa.row(t), cols);
+                    for (dr, v) in v.into_iter().enumerate() {
+                        // SAFETY: as below (rows r..r + 4 lie in r0..r1).
+                        unsafe { *out_ptr.get().add(t * w.rows + r + dr) = v };
+                    }
+                }
+                r_done += 4;
+            }
+        }
         for r in r0..r1 {
             let wr = w.row(r);
             // Quantized weights: four tokens at a time, each weight block unpacked once for all four.
@@ -120,7 +138,8 @@ pub fn matmul_many(pool: &ThreadPool, x: &[f32], jobs: &mut [(&Matrix, &mut [f32
                     t0 += 4;
                 }
             }
-            for t in t0..n {
+            let t_end = if r < r_done { n / 4 * 4 } else { n };
+            for t in t0..t_end {
                 let xr = &x[t * cols..(t + 1) * cols];
                 let v = match w.dtype {
                     DType::F32 => (k.dot_f32)(bytes_as_f32(wr), xr),
