@@ -21,17 +21,23 @@ pub struct Kernels {
     pub dot_q4: fn(DType, &[u8], [&[u8]; 4], usize) -> [f32; 4],
     /// Four weight rows × one activation row (decode: four independent weight streams, activations loaded once).
     pub dot_rows4: fn(DType, [&[u8]; 4], &[u8], usize) -> [f32; 4],
+    /// Four weight rows × four activation rows (prompt processing): `[row][token]`.
+    pub dot_tile4: fn(DType, [&[u8]; 4], [&[u8]; 4], usize) -> [[f32; 4]; 4],
 }
 
 fn scalar_dot_rows4(dtype: DType, w: [&[u8]; 4], a: &[u8], n: usize) -> [f32; 4] {
     w.map(|w| quant::vec_dot(dtype, w, a, n))
 }
 
+fn scalar_dot_tile4(dtype: DType, w: [&[u8]; 4], a: [&[u8]; 4], n: usize) -> [[f32; 4]; 4] {
+    w.map(|w| scalar_dot_q4(dtype, w, a, n))
+}
+
 fn scalar_dot_q4(dtype: DType, w: &[u8], a: [&[u8]; 4], n: usize) -> [f32; 4] {
     a.map(|a| quant::vec_dot(dtype, w, a, n))
 }
 
-static SCALAR: Kernels = Kernels { name: "scalar", dot_f32: scalar::dot_f32, dot_bf16: scalar::dot_bf16, dot_f16: scalar::dot_f16, dot_q: quant::vec_dot, dot_q4: scalar_dot_q4, dot_rows4: scalar_dot_rows4 };
+static SCALAR: Kernels = Kernels { name: "scalar", dot_f32: scalar::dot_f32, dot_bf16: scalar::dot_bf16, dot_f16: scalar::dot_f16, dot_q: quant::vec_dot, dot_q4: scalar_dot_q4, dot_rows4: scalar_dot_rows4, dot_tile4: scalar_dot_tile4 };
 
 #[cfg(target_arch = "x86_64")]
 static AVX2: Kernels = Kernels {
@@ -42,6 +48,7 @@ static AVX2: Kernels = Kernels {
     dot_q: super::x86::avx2::dot_q,
     dot_q4: super::x86::avx2::dot_q4,
     dot_rows4: super::x86::avx2::dot_rows4,
+    dot_tile4: super::x86::avx2::dot_tile4,
 };
 
 #[cfg(target_arch = "x86_64")]
@@ -53,6 +60,7 @@ static AVX512: Kernels = Kernels {
     dot_q: super::x86::avx512::dot_q,
     dot_q4: super::x86::avx512::dot_q4,
     dot_rows4: super::x86::avx512::dot_rows4,
+    dot_tile4: super::x86::avx512::dot_tile4,
 };
 
 impl Kernels {
@@ -245,6 +253,13 @@ mod tests {
                             assert!((got[r] - wants[r]).abs() <= 1e-5 * scale + 1e-3, "{} {dtype} rows4 pos={pos} r={r}: {} vs {}", k.name, got[r], wants[r]);
                         }
                         assert_eq!(got[pos], (k.dot_q)(dtype, &w, xq.row(0), n), "{} {dtype} rows4 matches dot_q exactly", k.name);
+                        // The 4x4 tile: the same rows × (this activation row among others), exactly the four-token kernel.
+                        let acts = [other.row(0), xq.row(0), other.row(0), xq.row(0)];
+                        let tile = (k.dot_tile4)(dtype, rows, acts, n);
+                        for r in 0..4 {
+                            assert_eq!(tile[r], (k.dot_q4)(dtype, rows[r], acts, n), "{} {dtype} tile4 pos={pos} r={r}", k.name);
+                            assert!((tile[r][1] - wants[r]).abs() <= 1e-5 * scale + 1e-3, "{} {dtype} tile4 vs reference", k.name);
+                        }
                     }
                 }
             }

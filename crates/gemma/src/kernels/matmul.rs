@@ -107,13 +107,23 @@ pub fn matmul_many(pool: &ThreadPool, x: &[f32], jobs: &mut [(&Matrix, &mut [f32
         let r1 = (r0 + step[j]).min(w.rows);
         let qa = &acts.slots[slot(w.dtype.act_format())];
         let mut r_done = r0;
-        if w.dtype.is_quantized() && n % 4 != 0 {
-            // Tokens left over from groups of four (all of them in decode): four weight rows per call, so
-            // the memory system sees four independent streams and each activation block is loaded once.
+        if w.dtype.is_quantized() {
+            // Tiles of four rows × four tokens: each weight block unpacked once for four tokens, each activation
+            // block loaded once for four rows. Tokens left over (all of them in decode): four rows × one token,
+            // so the memory system sees four independent weight streams.
             let t0 = n / 4 * 4;
             while r_done + 4 <= r1 {
                 let r = r_done;
                 let rows = [w.row(r), w.row(r + 1), w.row(r + 2), w.row(r + 3)];
+                for tt in (0..t0).step_by(4) {
+                    let v = (k.dot_tile4)(w.dtype, rows, [qa.row(tt), qa.row(tt + 1), qa.row(tt + 2), qa.row(tt + 3)], cols);
+                    for (dr, v) in v.into_iter().enumerate() {
+                        for (dt, v) in v.into_iter().enumerate() {
+                            // SAFETY: as below (rows r..r + 4 lie in r0..r1).
+                            unsafe { *out_ptr.get().add((tt + dt) * w.rows + r + dr) = v };
+                        }
+                    }
+                }
                 for t in t0..n {
                     let v = (k.dot_rows4)(w.dtype, rows, qa.row(t), cols);
                     for (dr, v) in v.into_iter().enumerate() {
@@ -124,7 +134,8 @@ pub fn matmul_many(pool: &ThreadPool, x: &[f32], jobs: &mut [(&Matrix, &mut [f32
                 r_done += 4;
             }
         }
-        for r in r0..r1 {
+        // Rows not covered above (fewer than four left, or float weights), one at a time.
+        for r in r_done..r1 {
             let wr = w.row(r);
             // Quantized weights: four tokens at a time, each weight block unpacked once for all four.
             let mut t0 = 0;
@@ -138,8 +149,7 @@ pub fn matmul_many(pool: &ThreadPool, x: &[f32], jobs: &mut [(&Matrix, &mut [f32
                     t0 += 4;
                 }
             }
-            let t_end = if r < r_done { n / 4 * 4 } else { n };
-            for t in t0..t_end {
+            for t in t0..n {
                 let xr = &x[t * cols..(t + 1) * cols];
                 let v = match w.dtype {
                     DType::F32 => (k.dot_f32)(bytes_as_f32(wr), xr),

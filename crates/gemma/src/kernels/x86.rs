@@ -42,7 +42,11 @@ pub mod avx2 {
     }
     pub fn dot_rows4(dtype: DType, w: [&[u8]; 4], a: &[u8], n: usize) -> [f32; 4] {
         // SAFETY: as above.
-        unsafe { super::super::x86_quant::avx2::dot_rows(dtype, w, a, n) }.unwrap_or_else(|| w.map(|w| dot_q(dtype, w, a, n)))
+        unsafe { super::super::x86_quant::avx2::dot_tile(dtype, w, [a], n) }.map(|v| v.map(|[x]| x)).unwrap_or_else(|| w.map(|w| dot_q(dtype, w, a, n)))
+    }
+    pub fn dot_tile4(dtype: DType, w: [&[u8]; 4], a: [&[u8]; 4], n: usize) -> [[f32; 4]; 4] {
+        // SAFETY: as above.
+        unsafe { super::super::x86_quant::avx2::dot_tile(dtype, w, a, n) }.unwrap_or_else(|| w.map(|w| dot_q4(dtype, w, a, n)))
     }
 
     #[target_feature(enable = "avx2,fma")]
@@ -171,7 +175,11 @@ pub mod avx512 {
     }
     pub fn dot_rows4(dtype: DType, w: [&[u8]; 4], a: &[u8], n: usize) -> [f32; 4] {
         // SAFETY: as above.
-        unsafe { super::super::x86_quant::vnni::dot_rows(dtype, w, a, n) }.unwrap_or_else(|| w.map(|w| dot_q(dtype, w, a, n)))
+        unsafe { super::super::x86_quant::vnni::dot_tile(dtype, w, [a], n) }.map(|v| v.map(|[x]| x)).unwrap_or_else(|| w.map(|w| dot_q(dtype, w, a, n)))
+    }
+    pub fn dot_tile4(dtype: DType, w: [&[u8]; 4], a: [&[u8]; 4], n: usize) -> [[f32; 4]; 4] {
+        // SAFETY: as above.
+        unsafe { super::super::x86_quant::vnni::dot_tile(dtype, w, a, n) }.unwrap_or_else(|| w.map(|w| dot_q4(dtype, w, a, n)))
     }
 
     #[target_feature(enable = "avx512f")]

@@ -271,39 +271,48 @@ macro_rules! quant_kernels {
                 }
             }
 
-            /// R weight rows × one Q8_0 activation row (decode): each activation block and its scale are loaded
-            /// once for R rows, and the R rows are R independent load streams for the memory system.
+            /// R weight rows × N Q8_0 activation rows: each weight block is unpacked once for N tokens and each
+            /// activation block (and its scale) loaded once for R rows. N = 1 in decode, where the R rows are R
+            /// independent load streams; R = N = 4 in prompt processing.
             #[target_feature(enable = $features)]
-            unsafe fn rows_legacy<const R: usize, const KIND: u8>(w: [&[u8]; R], a: &[u8], nb: usize) -> [f32; R] {
+            unsafe fn tile_legacy<const R: usize, const N: usize, const KIND: u8>(w: [&[u8]; R], a: [&[u8]; N], nb: usize) -> [[f32; N]; R] {
                 let bb = match KIND {
                     0 => 34,
                     1 => 18,
                     _ => 22,
                 };
-                assert!(w.iter().all(|w| w.len() >= nb * bb) && a.len() >= nb * 34);
-                let mut acc = [_mm256_setzero_ps(); R];
+                assert!(w.iter().all(|w| w.len() >= nb * bb) && a.iter().all(|a| a.len() >= nb * 34));
+                let mut acc = [[_mm256_setzero_ps(); N]; R];
                 for i in 0..nb {
-                    let ba = a.as_ptr().add(i * 34);
-                    let (dy, y) = (f16(ba), _mm256_loadu_si256(ba.add(2) as *const __m256i));
+                    let mut q = [_mm256_setzero_si256(); R];
+                    let mut dw = [0f32; R];
                     for r in 0..R {
                         let bw = w[r].as_ptr().add(i * bb);
-                        let s = dot_i8_i8(legacy_block::<KIND>(bw), y);
-                        acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(f16(bw) * dy), _mm256_cvtepi32_ps(s), acc[r]);
+                        q[r] = legacy_block::<KIND>(bw);
+                        dw[r] = f16(bw);
+                    }
+                    for t in 0..N {
+                        let ba = a[t].as_ptr().add(i * 34);
+                        let (dy, y) = (f16(ba), _mm256_loadu_si256(ba.add(2) as *const __m256i));
+                        for r in 0..R {
+                            let s = dot_i8_i8(q[r], y);
+                            acc[r][t] = _mm256_fmadd_ps(_mm256_set1_ps(dw[r] * dy), _mm256_cvtepi32_ps(s), acc[r][t]);
+                        }
                     }
                 }
-                hsum_n(acc)
+                acc.map(|row| hsum_n(row))
             }
 
-            /// R weight rows × one activation row, or None for types without a multi-row kernel.
+            /// R weight rows × N activation rows, or None for types without a multi-row kernel.
             ///
             /// # Safety
             /// The CPU must have this module's features (the caller checked them at run time).
-            pub unsafe fn dot_rows<const R: usize>(dtype: crate::quant::DType, w: [&[u8]; R], a: &[u8], n: usize) -> Option<[f32; R]> {
+            pub unsafe fn dot_tile<const R: usize, const N: usize>(dtype: crate::quant::DType, w: [&[u8]; R], a: [&[u8]; N], n: usize) -> Option<[[f32; N]; R]> {
                 use crate::quant::DType;
                 Some(match dtype {
-                    DType::Q8_0 => rows_legacy::<R, 0>(w, a, n / 32),
-                    DType::Q4_0 => rows_legacy::<R, 1>(w, a, n / 32),
-                    DType::Q5_0 => rows_legacy::<R, 2>(w, a, n / 32),
+                    DType::Q8_0 => tile_legacy::<R, N, 0>(w, a, n / 32),
+                    DType::Q4_0 => tile_legacy::<R, N, 1>(w, a, n / 32),
+                    DType::Q5_0 => tile_legacy::<R, N, 2>(w, a, n / 32),
                     _ => return None,
                 })
             }
