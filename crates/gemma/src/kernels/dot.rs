@@ -19,13 +19,25 @@ pub struct Kernels {
     pub dot_q: fn(DType, &[u8], &[u8], usize) -> f32,
     /// One weight row × four activation rows (prompt processing: each weight block is unpacked once).
     pub dot_q4: fn(DType, &[u8], [&[u8]; 4], usize) -> [f32; 4],
+    /// Four weight rows × one activation row (decode: four independent weight streams, activations loaded once).
+    pub dot_rows4: fn(DType, [&[u8]; 4], &[u8], usize) -> [f32; 4],
+    /// Four weight rows × four activation rows (prompt processing): `[row][token]`.
+    pub dot_tile4: fn(DType, [&[u8]; 4], [&[u8]; 4], usize) -> [[f32; 4]; 4],
+}
+
+fn scalar_dot_rows4(dtype: DType, w: [&[u8]; 4], a: &[u8], n: usize) -> [f32; 4] {
+    w.map(|w| quant::vec_dot(dtype, w, a, n))
+}
+
+fn scalar_dot_tile4(dtype: DType, w: [&[u8]; 4], a: [&[u8]; 4], n: usize) -> [[f32; 4]; 4] {
+    w.map(|w| scalar_dot_q4(dtype, w, a, n))
 }
 
 fn scalar_dot_q4(dtype: DType, w: &[u8], a: [&[u8]; 4], n: usize) -> [f32; 4] {
     a.map(|a| quant::vec_dot(dtype, w, a, n))
 }
 
-static SCALAR: Kernels = Kernels { name: "scalar", dot_f32: scalar::dot_f32, dot_bf16: scalar::dot_bf16, dot_f16: scalar::dot_f16, dot_q: quant::vec_dot, dot_q4: scalar_dot_q4 };
+static SCALAR: Kernels = Kernels { name: "scalar", dot_f32: scalar::dot_f32, dot_bf16: scalar::dot_bf16, dot_f16: scalar::dot_f16, dot_q: quant::vec_dot, dot_q4: scalar_dot_q4, dot_rows4: scalar_dot_rows4, dot_tile4: scalar_dot_tile4 };
 
 #[cfg(target_arch = "x86_64")]
 static AVX2: Kernels = Kernels {
@@ -35,6 +47,8 @@ static AVX2: Kernels = Kernels {
     dot_f16: super::x86::avx2::dot_f16,
     dot_q: super::x86::avx2::dot_q,
     dot_q4: super::x86::avx2::dot_q4,
+    dot_rows4: super::x86::avx2::dot_rows4,
+    dot_tile4: super::x86::avx2::dot_tile4,
 };
 
 #[cfg(target_arch = "x86_64")]
@@ -45,6 +59,8 @@ static AVX512: Kernels = Kernels {
     dot_f16: super::x86::avx2::dot_f16,
     dot_q: super::x86::avx512::dot_q,
     dot_q4: super::x86::avx512::dot_q4,
+    dot_rows4: super::x86::avx512::dot_rows4,
+    dot_tile4: super::x86::avx512::dot_tile4,
 };
 
 impl Kernels {
@@ -223,6 +239,28 @@ mod tests {
                     assert!((four[1] - want).abs() <= 1e-5 * scale + 1e-6 && four[1] == four[3], "{} {dtype} x4", k.name);
                     assert_eq!(four[0], four[2]);
                     assert!((four[0] - crate::quant::vec_dot(dtype, &w, other.row(0), n)).abs() <= 1e-5 * scale + 1e-3, "{} {dtype} x4", k.name);
+                    // The four-row variant: this row among three others, in every position.
+                    let others: Vec<Vec<u8>> = (0..3).map(|j| random_blocks(dtype, n, 100 + j)).collect();
+                    let want_o: Vec<f32> = others.iter().map(|o| crate::quant::vec_dot(dtype, o, xq.row(0), n)).collect();
+                    for pos in 0..4 {
+                        let mut rows: [&[u8]; 4] = [&others[0], &others[1], &others[2], &others[2]];
+                        let mut wants = [want_o[0], want_o[1], want_o[2], want_o[2]];
+                        rows[pos] = &w;
+                        wants[pos] = want;
+                        let got = (k.dot_rows4)(dtype, rows, xq.row(0), n);
+                        for r in 0..4 {
+                            // Scales of the other rows are of the same size, so `scale` bounds them too (loosely).
+                            assert!((got[r] - wants[r]).abs() <= 1e-5 * scale + 1e-3, "{} {dtype} rows4 pos={pos} r={r}: {} vs {}", k.name, got[r], wants[r]);
+                        }
+                        assert_eq!(got[pos], (k.dot_q)(dtype, &w, xq.row(0), n), "{} {dtype} rows4 matches dot_q exactly", k.name);
+                        // The 4x4 tile: the same rows × (this activation row among others), exactly the four-token kernel.
+                        let acts = [other.row(0), xq.row(0), other.row(0), xq.row(0)];
+                        let tile = (k.dot_tile4)(dtype, rows, acts, n);
+                        for r in 0..4 {
+                            assert_eq!(tile[r], (k.dot_q4)(dtype, rows[r], acts, n), "{} {dtype} tile4 pos={pos} r={r}", k.name);
+                            assert!((tile[r][1] - wants[r]).abs() <= 1e-5 * scale + 1e-3, "{} {dtype} tile4 vs reference", k.name);
+                        }
+                    }
                 }
             }
         }

@@ -106,7 +106,36 @@ pub fn matmul_many(pool: &ThreadPool, x: &[f32], jobs: &mut [(&Matrix, &mut [f32
         let r0 = (i - first_task[j]) * step[j];
         let r1 = (r0 + step[j]).min(w.rows);
         let qa = &acts.slots[slot(w.dtype.act_format())];
-        for r in r0..r1 {
+        let mut r_done = r0;
+        if w.dtype.is_quantized() {
+            // Tiles of four rows × four tokens: each weight block unpacked once for four tokens, each activation
+            // block loaded once for four rows. Tokens left over (all of them in decode): four rows × one token,
+            // so the memory system sees four independent weight streams.
+            let t0 = n / 4 * 4;
+            while r_done + 4 <= r1 {
+                let r = r_done;
+                let rows = [w.row(r), w.row(r + 1), w.row(r + 2), w.row(r + 3)];
+                for tt in (0..t0).step_by(4) {
+                    let v = (k.dot_tile4)(w.dtype, rows, [qa.row(tt), qa.row(tt + 1), qa.row(tt + 2), qa.row(tt + 3)], cols);
+                    for (dr, v) in v.into_iter().enumerate() {
+                        for (dt, v) in v.into_iter().enumerate() {
+                            // SAFETY: as below (rows r..r + 4 lie in r0..r1).
+                            unsafe { *out_ptr.get().add((tt + dt) * w.rows + r + dr) = v };
+                        }
+                    }
+                }
+                for t in t0..n {
+                    let v = (k.dot_rows4)(w.dtype, rows, qa.row(t), cols);
+                    for (dr, v) in v.into_iter().enumerate() {
+                        // SAFETY: as below (rows r..r + 4 lie in r0..r1).
+                        unsafe { *out_ptr.get().add(t * w.rows + r + dr) = v };
+                    }
+                }
+                r_done += 4;
+            }
+        }
+        // Rows not covered above (fewer than four left, or float weights), one at a time.
+        for r in r_done..r1 {
             let wr = w.row(r);
             // Quantized weights: four tokens at a time, each weight block unpacked once for all four.
             let mut t0 = 0;

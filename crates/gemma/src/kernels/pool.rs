@@ -213,3 +213,26 @@ mod tests {
         assert_eq!(total.load(Ordering::Relaxed), 10_000 * 6);
     }
 }
+
+#[cfg(test)]
+mod overhead {
+    use super::*;
+
+    /// `cargo test --release -p gemma --lib pool_overhead -- --ignored --nocapture`: µs per empty `run`.
+    #[test]
+    #[ignore]
+    fn pool_overhead() {
+        for threads in [1, 2] {
+            let pool = ThreadPool::new(threads);
+            let sink = AtomicUsize::new(0);
+            let n = 20_000;
+            let t = Instant::now();
+            for _ in 0..n {
+                pool.run(16, &|i| {
+                    sink.fetch_add(i, Ordering::Relaxed);
+                });
+            }
+            println!("{threads} thread(s): {:.2} µs per run of 16 trivial tasks", t.elapsed().as_secs_f64() * 1e6 / n as f64);
+        }
+    }
+}

@@ -40,6 +40,14 @@ pub mod avx2 {
         // SAFETY: as above.
         unsafe { super::super::x86_quant::avx2::dot_n(dtype, w, a, n) }.unwrap_or_else(|| a.map(|a| quant::vec_dot(dtype, w, a, n)))
     }
+    pub fn dot_rows4(dtype: DType, w: [&[u8]; 4], a: &[u8], n: usize) -> [f32; 4] {
+        // SAFETY: as above.
+        unsafe { super::super::x86_quant::avx2::dot_tile(dtype, w, [a], n) }.map(|v| v.map(|[x]| x)).unwrap_or_else(|| w.map(|w| dot_q(dtype, w, a, n)))
+    }
+    pub fn dot_tile4(dtype: DType, w: [&[u8]; 4], a: [&[u8]; 4], n: usize) -> [[f32; 4]; 4] {
+        // SAFETY: as above.
+        unsafe { super::super::x86_quant::avx2::dot_tile(dtype, w, a, n) }.unwrap_or_else(|| w.map(|w| dot_q4(dtype, w, a, n)))
+    }
 
     #[target_feature(enable = "avx2,fma")]
     unsafe fn hsum(v: __m256) -> f32 {
@@ -164,6 +172,14 @@ pub mod avx512 {
     pub fn dot_q4(dtype: DType, w: &[u8], a: [&[u8]; 4], n: usize) -> [f32; 4] {
         // SAFETY: as above.
         unsafe { super::super::x86_quant::vnni::dot_n(dtype, w, a, n) }.unwrap_or_else(|| a.map(|a| quant::vec_dot(dtype, w, a, n)))
+    }
+    pub fn dot_rows4(dtype: DType, w: [&[u8]; 4], a: &[u8], n: usize) -> [f32; 4] {
+        // SAFETY: as above.
+        unsafe { super::super::x86_quant::vnni::dot_tile(dtype, w, [a], n) }.map(|v| v.map(|[x]| x)).unwrap_or_else(|| w.map(|w| dot_q(dtype, w, a, n)))
+    }
+    pub fn dot_tile4(dtype: DType, w: [&[u8]; 4], a: [&[u8]; 4], n: usize) -> [[f32; 4]; 4] {
+        // SAFETY: as above.
+        unsafe { super::super::x86_quant::vnni::dot_tile(dtype, w, a, n) }.unwrap_or_else(|| w.map(|w| dot_q4(dtype, w, a, n)))
     }
 
     #[target_feature(enable = "avx512f")]

@@ -256,6 +256,67 @@ macro_rules! quant_kernels {
                 acc
             }
 
+            /// One 32-value block of a legacy weight type as 32 signed bytes (KIND 0: Q8_0, 1: Q4_0, 2: Q5_0).
+            #[target_feature(enable = $features)]
+            #[inline]
+            unsafe fn legacy_block<const KIND: u8>(bw: *const u8) -> __m256i {
+                match KIND {
+                    0 => _mm256_loadu_si256(bw.add(2) as *const __m256i),
+                    1 => _mm256_sub_epi8(unpack_nibbles(bw.add(2)), _mm256_set1_epi8(8)),
+                    _ => {
+                        let qh = u32::from_le_bytes([*bw.add(2), *bw.add(3), *bw.add(4), *bw.add(5)]);
+                        let high = _mm256_andnot_si256(bytes_from_bits(qh), _mm256_set1_epi8(0xF0u8 as i8));
+                        _mm256_or_si256(unpack_nibbles(bw.add(6)), high)
+                    }
+                }
+            }
+
+            /// R weight rows × N Q8_0 activation rows: each weight block is unpacked once for N tokens and each
+            /// activation block (and its scale) loaded once for R rows. N = 1 in decode, where the R rows are R
+            /// independent load streams; R = N = 4 in prompt processing.
+            #[target_feature(enable = $features)]
+            unsafe fn tile_legacy<const R: usize, const N: usize, const KIND: u8>(w: [&[u8]; R], a: [&[u8]; N], nb: usize) -> [[f32; N]; R] {
+                let bb = match KIND {
+                    0 => 34,
+                    1 => 18,
+                    _ => 22,
+                };
+                assert!(w.iter().all(|w| w.len() >= nb * bb) && a.iter().all(|a| a.len() >= nb * 34));
+                let mut acc = [[_mm256_setzero_ps(); N]; R];
+                for i in 0..nb {
+                    let mut q = [_mm256_setzero_si256(); R];
+                    let mut dw = [0f32; R];
+                    for r in 0..R {
+                        let bw = w[r].as_ptr().add(i * bb);
+                        q[r] = legacy_block::<KIND>(bw);
+                        dw[r] = f16(bw);
+                    }
+                    for t in 0..N {
+                        let ba = a[t].as_ptr().add(i * 34);
+                        let (dy, y) = (f16(ba), _mm256_loadu_si256(ba.add(2) as *const __m256i));
+                        for r in 0..R {
+                            let s = dot_i8_i8(q[r], y);
+                            acc[r][t] = _mm256_fmadd_ps(_mm256_set1_ps(dw[r] * dy), _mm256_cvtepi32_ps(s), acc[r][t]);
+                        }
+                    }
+                }
+                acc.map(|row| hsum_n(row))
+            }
+
+            /// R weight rows × N activation rows, or None for types without a multi-row kernel.
+            ///
+            /// # Safety
+            /// The CPU must have this module's features (the caller checked them at run time).
+            pub unsafe fn dot_tile<const R: usize, const N: usize>(dtype: crate::quant::DType, w: [&[u8]; R], a: [&[u8]; N], n: usize) -> Option<[[f32; N]; R]> {
+                use crate::quant::DType;
+                Some(match dtype {
+                    DType::Q8_0 => tile_legacy::<R, N, 0>(w, a, n / 32),
+                    DType::Q4_0 => tile_legacy::<R, N, 1>(w, a, n / 32),
+                    DType::Q5_0 => tile_legacy::<R, N, 2>(w, a, n / 32),
+                    _ => return None,
+                })
+            }
+
             /// The kernel for `dtype`, or None (the caller falls back to the scalar reference).
             ///
             /// # Safety

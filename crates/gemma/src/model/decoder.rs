@@ -68,6 +68,8 @@ pub struct Scratch {
     rope: Vec<f32>,
     /// Per chunk: the range of rows of `logits` it asked for.
     logit_rows: Vec<std::ops::Range<usize>>,
+    /// Rows of the batch whose logits were asked for (kept here so that decoding does not allocate).
+    wanted: Vec<usize>,
 }
 
 impl Scratch {
@@ -226,7 +228,8 @@ impl Model {
 
         // Final norm and output projection, only for the rows asked for.
         s.logit_rows.clear();
-        let mut wanted = Vec::new();
+        let mut wanted = std::mem::take(&mut s.wanted);
+        wanted.clear();
         let mut row = 0;
         for ch in chunks.iter_mut() {
             let n = ch.tokens.len();
@@ -251,6 +254,7 @@ impl Model {
         if let Some(cap) = c.final_softcap {
             softcap(&mut s.logits, cap);
         }
+        s.wanted = wanted;
         Ok(())
     }
 
