@@ -43,8 +43,21 @@ def bf16_bytes(x):
     u = x.view(np.uint32)
     return ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16)  # round to nearest even
 
+def save_bf16_safetensors(tensors, path):
+    """Write {name: uint16 array of bf16 bits} as a safetensors file with dtype BF16."""
+    header, offset = {}, 0
+    for name, a in tensors.items():
+        header[name] = {"dtype": "BF16", "shape": list(a.shape), "data_offsets": [offset, offset + a.nbytes]}
+        offset += a.nbytes
+    h = json.dumps(header).encode()
+    h += b" " * (-len(h) % 8)
+    with open(path, "wb") as f:
+        f.write(len(h).to_bytes(8, "little"))
+        f.write(h)
+        for a in tensors.values():
+            f.write(a.tobytes())
+
 def write_hf(cfg, out, seed):
-    from safetensors.numpy import save_file
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     shard, shard_bytes, n, weight_map = {}, 0, 0, {}
@@ -53,30 +66,17 @@ def write_hf(cfg, out, seed):
         if shard:
             n += 1
             name = f"model-{n:05d}.safetensors"
-            save_file(shard, str(out / name))
+            save_bf16_safetensors(shard, out / name)
             for k in shard:
                 weight_map[k] = name
             shard, shard_bytes = {}, 0
     for hf, _, shape, norm in tensors(cfg, rng):
         x = random(rng, shape, norm)
-        shard[hf] = bf16_bytes(x).view(np.uint16)
+        shard[hf] = bf16_bytes(x)
         shard_bytes += x.size * 2
         if shard_bytes > 2 << 30:
             flush()
     flush()
-    # safetensors.numpy stores uint16; rewrite the dtype tag in each header to BF16 (same bytes).
-    for name in sorted(set(weight_map.values())):
-        p = out / name
-        b = bytearray(p.read_bytes())
-        hlen = int.from_bytes(b[:8], "little")
-        h = json.loads(b[8:8 + hlen])
-        for k, v in h.items():
-            if k != "__metadata__":
-                v["dtype"] = "BF16"
-        hb = json.dumps(h).encode().ljust(hlen, b" ")
-        assert len(hb) == hlen
-        b[8:8 + hlen] = hb
-        p.write_bytes(b)
     (out / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}, indent=1))
     c = dict(cfg)
     c["torch_dtype"] = "bfloat16"
