@@ -62,7 +62,8 @@ pub struct Options {
 }
 
 impl Options {
-    /// Defaults for a model: 127.0.0.1:8080, 4 slots of 4096 positions, a queue of 64, 1 MiB bodies.
+    /// Defaults for a model: 127.0.0.1:8080, 4 slots of 4096 positions, a queue of 64, 1 MiB bodies, 128 prompt
+    /// tokens per pass, 10 s of shutdown grace.
     pub fn new(model_id: impl Into<String>) -> Options {
         Options {
             addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
@@ -71,7 +72,7 @@ impl Options {
             queue: 64,
             api_key: None,
             max_body_bytes: 1 << 20,
-            prefill_chunk: 256,
+            prefill_chunk: 128,
             shutdown_grace: Duration::from_secs(10),
             model_id: model_id.into(),
             handle_signals: false,
@@ -147,8 +148,13 @@ impl Server {
                 }
                 tokio::spawn(relay_stops(stop_rx.clone(), relay_to, opts.shutdown_grace));
                 let listener = tokio::net::TcpListener::from_std(listener)?;
-                let drained = wait_for(stop_rx, DRAIN);
-                axum::serve(listener, http::router(shared)).with_graceful_shutdown(drained).await
+                let drained = wait_for(stop_rx.clone(), DRAIN);
+                let serving = axum::serve(listener, http::router(shared)).with_graceful_shutdown(drained);
+                tokio::select! {
+                    r = serving => r,
+                    // A client that stops reading could hold its connection open for ever.
+                    _ = hard_deadline(stop_rx, opts.shutdown_grace) => Ok(()),
+                }
             });
             // Every connection is closed; nothing can submit any more.
             scheduler.shutdown(Duration::ZERO);
@@ -196,6 +202,20 @@ fn raise(s: &mut u8, to: u8) -> bool {
 
 async fn wait_for(mut rx: watch::Receiver<u8>, level: u8) {
     let _ = rx.wait_for(|&s| s >= level).await;
+}
+
+/// How long connections may take to close after the last generation was cancelled.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+
+/// Resolves when the server must stop whatever its connections are doing: the shutdown grace plus
+/// [`CLOSE_GRACE`] after a drain, or `CLOSE_GRACE` after a cancel.
+async fn hard_deadline(rx: watch::Receiver<u8>, grace: Duration) {
+    wait_for(rx.clone(), DRAIN).await;
+    tokio::select! {
+        _ = tokio::time::sleep(grace) => {},
+        _ = wait_for(rx, CANCEL) => {},
+    }
+    tokio::time::sleep(CLOSE_GRACE).await;
 }
 
 /// Pass stop requests on to the scheduler: draining with the grace, then cancelling.

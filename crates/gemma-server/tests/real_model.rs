@@ -52,7 +52,14 @@ fn full_queue_gets_503_with_retry_after_and_hangups_cancel() {
     assert_eq!(r.status, 200, "{}", r.body);
     eventually("the cancel to be counted", || metric(addr, "gemma_requests_cancelled_total") == 1.0);
     assert!(metric(addr, "gemma_generated_tokens_total") < 500.0);
-    assert_eq!(metric(addr, "gemma_active_sequences"), 0.0);
+    // A client that hangs up before its (non-streamed) answer cancels it too.
+    let before = metric(addr, "gemma_generated_tokens_total");
+    let waiting = connect(addr, "POST", "/v1/completions", &[], json!({"prompt": "Once upon a time", "max_tokens": 1000}).to_string().as_bytes());
+    eventually("the request to start", || metric(addr, "gemma_generated_tokens_total") > before);
+    drop(waiting);
+    eventually("the second cancel", || metric(addr, "gemma_requests_cancelled_total") == 2.0);
+    eventually("the slot to be free", || metric(addr, "gemma_active_sequences") == 0.0);
+    assert!(metric(addr, "gemma_generated_tokens_total") < before + 500.0);
 }
 
 #[test]

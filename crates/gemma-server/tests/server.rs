@@ -167,6 +167,7 @@ fn bad_requests_get_openai_errors() {
         (chat, json!({"messages": []}).to_string(), 400, Some("messages"), None),
         (chat, json!({"messages": [{"role": "user"}]}).to_string(), 400, Some("messages[0].content"), None),
         (chat, json!({"messages": [{"role": "robot", "content": "x"}]}).to_string(), 400, Some("messages[0].role"), None),
+        (chat, json!({"messages": [{"role": "user", "content": "x"}, {"role": "user", "content": "y"}]}).to_string(), 400, Some("messages"), None),
         (chat, json!({"messages": [{"role": "user", "content": "x"}], "temperature": "hot"}).to_string(), 400, Some("temperature"), None),
         (chat, json!({"messages": [{"role": "user", "content": "x"}], "temperature": 3}).to_string(), 400, Some("temperature"), None),
         (chat, json!({"messages": [{"role": "user", "content": "x"}], "top_p": 0}).to_string(), 400, Some("top_p"), None),
@@ -200,7 +201,7 @@ fn bad_requests_get_openai_errors() {
     let (_, _, n) = outcome(&post(addr, cmpl, &json!({"prompt": "ok", "max_tokens": 3, "temperature": 0})), false);
     assert!(n <= 3);
     let m = get(addr, "/metrics").body;
-    assert!(m.contains("gemma_requests_total{endpoint=\"/v1/chat/completions\",status=\"400\"} 16"), "{m}");
+    assert!(m.contains("gemma_requests_total{endpoint=\"/v1/chat/completions\",status=\"400\"} 17"), "{m}");
 }
 
 #[test]

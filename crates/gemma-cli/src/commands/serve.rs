@@ -51,8 +51,9 @@ pub struct Args {
     /// Largest request body accepted, in bytes (413 beyond).
     #[arg(long, default_value_t = 1 << 20)]
     max_body: usize,
-    /// Most prompt tokens read per forward pass, so that long prompts do not stall other requests.
-    #[arg(long, default_value_t = 256)]
+    /// Most prompt tokens read per forward pass: larger reads prompts faster, smaller keeps the other
+    /// requests' tokens flowing while a long prompt is read.
+    #[arg(long, default_value_t = 128)]
     prefill_chunk: usize,
     /// Seconds running requests may take to finish after SIGINT/SIGTERM.
     #[arg(long, default_value_t = 10.0)]
