@@ -3,8 +3,6 @@
 //!
 //! `cargo run --release --example tokenize -- <model.gguf | tokenizer.json | tokenizer.model | dir> [--no-special]`
 
-#[path = "../tests/tokenizer_gguf_meta.rs"]
-mod gguf_meta;
 
 use std::io::{BufRead, Write};
 use std::path::Path;
@@ -17,7 +15,7 @@ pub fn load(path: &Path) -> Result<Tokenizer, String> {
     let r = if path.is_dir() {
         Tokenizer::from_dir(path)
     } else if name.ends_with(".gguf") {
-        Tokenizer::from_gguf_metadata(&gguf_meta::read_metadata(path)?)
+        Tokenizer::from_gguf_metadata(&gemma::formats::gguf::load(path).map_err(|e| e.to_string())?.metadata)
     } else if name.ends_with(".json") {
         Tokenizer::from_tokenizer_json(path)
     } else {

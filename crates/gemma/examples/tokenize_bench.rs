@@ -4,8 +4,6 @@
 //! (default: `$GEMMA_MODEL`). Compare with `tools/fixtures/make_tokenizer_fixtures.py bench`, which
 //! measures Hugging Face `tokenizers` on the same corpus the same way.
 
-#[path = "../tests/tokenizer_gguf_meta.rs"]
-mod gguf_meta;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -28,7 +26,7 @@ fn throughput(bytes: usize, budget: Duration, mut f: impl FnMut() -> usize) -> (
 fn load(path: &Path) -> Result<Tokenizer, String> {
     let name = path.to_string_lossy();
     if name.ends_with(".gguf") {
-        let meta = gguf_meta::read_metadata(path)?;
+        let meta = gemma::formats::gguf::load(path).map_err(|e| e.to_string())?.metadata;
         let t = Instant::now();
         let vocab = gemma::tokenizer::gguf::vocab_from_gguf(&meta).map_err(|e| e.to_string())?;
         let read = t.elapsed();

@@ -7,8 +7,6 @@
 //! Every mismatch is reported with its corpus unit, and any mismatch fails the test. Sources whose file is
 //! not available are skipped with a notice (see tests/fixtures/tokenizer/README.md for how to get them).
 
-#[path = "tokenizer_gguf_meta.rs"]
-mod gguf_meta;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -118,7 +116,7 @@ fn check_round_trip(name: &str, tok: &Tokenizer) -> usize {
 #[test]
 fn gguf_vocabulary_matches_hf_tokenizers() {
     let Some(path) = env_path("GEMMA_MODEL") else { return };
-    let meta = gguf_meta::read_metadata(&path).unwrap();
+    let meta = gemma::formats::gguf::load(&path).unwrap().metadata;
     let start = Instant::now();
     let tok = Tokenizer::from_gguf_metadata(&meta).unwrap();
     let load = start.elapsed();
@@ -174,7 +172,7 @@ fn chat_templates_match_transformers() {
         ("official Gemma 3 template", ChatTemplate::new(official, "<bos>".into(), "<eos>".into())),
         ("built-in Gemma format", ChatTemplate::gemma("<bos>".into(), "<eos>".into())),
     ];
-    let tok = env_path("GEMMA_MODEL").map(|p| Tokenizer::from_gguf_metadata(&gguf_meta::read_metadata(&p).unwrap()).unwrap());
+    let tok = env_path("GEMMA_MODEL").map(|p| Tokenizer::from_gguf_metadata(&gemma::formats::gguf::load(&p).unwrap().metadata).unwrap());
     let mut failures = 0;
     for (name, t) in &templates {
         for (i, row) in rows.iter().enumerate() {

@@ -49,7 +49,9 @@ pub fn run(a: Args) -> Result<()> {
         bail!("invalid option: --reps must be at least 1");
     }
     let path = common::resolve_model(&a.model, a.json)?;
+    let t0 = Instant::now();
     let model = gemma::model::load::load(&path).with_context(|| format!("loading {}", path.display()))?;
+    let load_ms = t0.elapsed().as_secs_f64() * 1e3;
     let threads = if a.threads.is_empty() { vec![super::default_threads()] } else { a.threads.clone() };
     let kernel = gemma::kernels::dot::Kernels::get().name;
     let mut rows = Vec::new();
@@ -73,13 +75,14 @@ pub fn run(a: Args) -> Result<()> {
             .iter()
             .map(|r| serde_json::json!({"test": r.test, "threads": r.threads, "tokens_per_s": r.mean, "stddev": r.stddev}))
             .collect();
-        println!("{}", serde_json::json!({"results": results, "kernel": kernel, "model": path.display().to_string(), "weights_bytes": weights_bytes}));
+        println!("{}", serde_json::json!({"results": results, "kernel": kernel, "model": path.display().to_string(), "weights_bytes": weights_bytes, "load_ms": load_ms, "peak_rss_bytes": super::common::memory_usage().map(|m| m.1)}));
     } else {
-        println!("model: {}  ({:.1} MB of weights)  kernels: {kernel}", path.display(), weights_bytes as f64 / 1e6);
+        println!("model: {}  ({:.1} MB of weights, loaded in {load_ms:.0} ms)  kernels: {kernel}", path.display(), weights_bytes as f64 / 1e6);
         println!("{:<8} {:>8} {:>14} {:>10}", "test", "threads", "tokens/s", "± stddev");
         for r in rows {
             println!("{:<8} {:>8} {:>14.2} {:>10.2}", r.test, r.threads, r.mean, r.stddev);
         }
+        println!("{}", super::common::memory_line());
     }
     Ok(())
 }

@@ -184,7 +184,7 @@ pub fn load(args: &ModelArgs) -> Result<Loaded> {
     }
     let pool = ThreadPool::new(threads);
     if args.verbose {
-        eprintln!("model: {} ({:.0} ms to load)", path.display(), load_time.as_secs_f64() * 1e3);
+        eprintln!("model: {} ({:.0} ms to load, {})", path.display(), load_time.as_secs_f64() * 1e3, memory_line());
         eprintln!("config: {:#?}", model.config);
         eprintln!("kernels: {}  threads: {threads}", gemma::kernels::dot::Kernels::get().name);
     }
@@ -211,5 +211,23 @@ pub fn rate(n: usize, d: Duration) -> f64 {
         n as f64 / d.as_secs_f64()
     } else {
         0.0
+    }
+}
+
+/// Resident and peak resident memory of this process in bytes (Linux `/proc/self/status`; None elsewhere).
+pub fn memory_usage() -> Option<(u64, u64)> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let field = |name: &str| -> Option<u64> {
+        let line = s.lines().find(|l| l.starts_with(name))?;
+        Some(line.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024)
+    };
+    Some((field("VmRSS:")?, field("VmHWM:")?))
+}
+
+/// "RSS 312 MiB (peak 330 MiB)", or nothing where the platform does not tell.
+pub fn memory_line() -> String {
+    match memory_usage() {
+        Some((rss, peak)) => format!("RSS {:.0} MiB (peak {:.0} MiB)", rss as f64 / 1048576.0, peak as f64 / 1048576.0),
+        None => String::new(),
     }
 }

@@ -143,6 +143,8 @@ pub fn run(a: Args) -> Result<()> {
                 "generated_tokens": generated.len(),
                 "generation_ms": gen_time.as_secs_f64() * 1e3,
                 "generation_tokens_per_s": tg,
+                "rss_bytes": common::memory_usage().map(|m| m.0),
+                "peak_rss_bytes": common::memory_usage().map(|m| m.1),
             }
         });
         writeln!(out, "{j}")?;
@@ -150,12 +152,13 @@ pub fn run(a: Args) -> Result<()> {
         writeln!(out)?;
         if !a.model.quiet {
             eprintln!(
-                "prompt: {} tokens, {:.1} tok/s | generated: {} tokens, {:.1} tok/s | load: {:.0} ms | finish: {}",
+                "prompt: {} tokens, {:.1} tok/s | generated: {} tokens, {:.1} tok/s | load: {:.0} ms | {} | finish: {}",
                 ids.len(),
                 pp,
                 generated.len(),
                 tg,
                 l.load_time.as_secs_f64() * 1e3,
+                common::memory_line(),
                 finish.as_str()
             );
         }

@@ -17,9 +17,15 @@ pub struct Kernels {
     pub dot_f16: fn(&[u8], &[f32]) -> f32,
     /// A block-quantized weight row × a row of activations in `dtype.act_format()`; `n` elements.
     pub dot_q: fn(DType, &[u8], &[u8], usize) -> f32,
+    /// One weight row × four activation rows (prompt processing: each weight block is unpacked once).
+    pub dot_q4: fn(DType, &[u8], [&[u8]; 4], usize) -> [f32; 4],
 }
 
-static SCALAR: Kernels = Kernels { name: "scalar", dot_f32: scalar::dot_f32, dot_bf16: scalar::dot_bf16, dot_f16: scalar::dot_f16, dot_q: quant::vec_dot };
+fn scalar_dot_q4(dtype: DType, w: &[u8], a: [&[u8]; 4], n: usize) -> [f32; 4] {
+    a.map(|a| quant::vec_dot(dtype, w, a, n))
+}
+
+static SCALAR: Kernels = Kernels { name: "scalar", dot_f32: scalar::dot_f32, dot_bf16: scalar::dot_bf16, dot_f16: scalar::dot_f16, dot_q: quant::vec_dot, dot_q4: scalar_dot_q4 };
 
 #[cfg(target_arch = "x86_64")]
 static AVX2: Kernels = Kernels {
@@ -28,6 +34,7 @@ static AVX2: Kernels = Kernels {
     dot_bf16: super::x86::avx2::dot_bf16,
     dot_f16: super::x86::avx2::dot_f16,
     dot_q: super::x86::avx2::dot_q,
+    dot_q4: super::x86::avx2::dot_q4,
 };
 
 #[cfg(target_arch = "x86_64")]
@@ -37,6 +44,7 @@ static AVX512: Kernels = Kernels {
     dot_bf16: super::x86::avx512::dot_bf16,
     dot_f16: super::x86::avx2::dot_f16,
     dot_q: super::x86::avx512::dot_q,
+    dot_q4: super::x86::avx512::dot_q4,
 };
 
 impl Kernels {
@@ -205,6 +213,16 @@ mod tests {
                     let got = (k.dot_q)(dtype, &w, xq.row(0), n);
                     // Exact integer sums per block; only the order of the f32 block sums differs.
                     assert!((got - want).abs() <= 1e-5 * scale + 1e-6, "{} {dtype} n={n}: {got} vs {want}", k.name);
+                    // The four-row variant, with the same row in one lane and others around it.
+                    let other = {
+                        let mut q = QuantizedActs::new();
+                        quantize_acts(dtype.act_format(), &data(n, 9), n, &mut q);
+                        q
+                    };
+                    let four = (k.dot_q4)(dtype, &w, [other.row(0), xq.row(0), other.row(0), xq.row(0)], n);
+                    assert!((four[1] - want).abs() <= 1e-5 * scale + 1e-6 && four[1] == four[3], "{} {dtype} x4", k.name);
+                    assert_eq!(four[0], four[2]);
+                    assert!((four[0] - crate::quant::vec_dot(dtype, &w, other.row(0), n)).abs() <= 1e-5 * scale + 1e-3, "{} {dtype} x4", k.name);
                 }
             }
         }

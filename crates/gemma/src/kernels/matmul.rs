@@ -108,7 +108,19 @@ pub fn matmul_many(pool: &ThreadPool, x: &[f32], jobs: &mut [(&Matrix, &mut [f32
         let qa = &acts.slots[slot(w.dtype.act_format())];
         for r in r0..r1 {
             let wr = w.row(r);
-            for t in 0..n {
+            // Quantized weights: four tokens at a time, each weight block unpacked once for all four.
+            let mut t0 = 0;
+            if w.dtype.is_quantized() {
+                while t0 + 4 <= n {
+                    let v = (k.dot_q4)(w.dtype, wr, [qa.row(t0), qa.row(t0 + 1), qa.row(t0 + 2), qa.row(t0 + 3)], cols);
+                    for (dt, v) in v.into_iter().enumerate() {
+                        // SAFETY: as below.
+                        unsafe { *out_ptr.get().add((t0 + dt) * w.rows + r) = v };
+                    }
+                    t0 += 4;
+                }
+            }
+            for t in t0..n {
                 let xr = &x[t * cols..(t + 1) * cols];
                 let v = match w.dtype {
                     DType::F32 => (k.dot_f32)(bytes_as_f32(wr), xr),

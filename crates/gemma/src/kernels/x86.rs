@@ -30,18 +30,15 @@ pub mod avx2 {
         unsafe { dot_f16_impl(w, x) }
     }
     pub fn dot_q(dtype: DType, w: &[u8], a: &[u8], n: usize) -> f32 {
-        use super::super::x86_quant::avx2 as q;
-        // SAFETY: as above; each kernel asserts its slices hold `n` elements' blocks.
-        unsafe {
-            match dtype {
-                DType::Q8_0 => q::dot_q8_0(w, a, n / 32),
-                DType::Q4_0 => q::dot_q4_0(w, a, n / 32),
-                DType::Q5_0 => q::dot_q5_0(w, a, n / 32),
-                DType::Q4_K => q::dot_q4_k(w, a, n / 256),
-                DType::Q6_K => q::dot_q6_k(w, a, n / 256),
-                _ => quant::vec_dot(dtype, w, a, n),
-            }
+        // SAFETY: only reachable after `detected()` (see the module comment).
+        match unsafe { super::super::x86_quant::avx2::dot_n(dtype, w, [a], n) } {
+            Some([v]) => v,
+            None => quant::vec_dot(dtype, w, a, n),
         }
+    }
+    pub fn dot_q4(dtype: DType, w: &[u8], a: [&[u8]; 4], n: usize) -> [f32; 4] {
+        // SAFETY: as above.
+        unsafe { super::super::x86_quant::avx2::dot_n(dtype, w, a, n) }.unwrap_or_else(|| a.map(|a| quant::vec_dot(dtype, w, a, n)))
     }
 
     #[target_feature(enable = "avx2,fma")]
@@ -158,18 +155,15 @@ pub mod avx512 {
         unsafe { dot_bf16_impl(w, x) }
     }
     pub fn dot_q(dtype: DType, w: &[u8], a: &[u8], n: usize) -> f32 {
-        use super::super::x86_quant::vnni as q;
-        // SAFETY: as above; each kernel asserts its slices hold `n` elements' blocks.
-        unsafe {
-            match dtype {
-                DType::Q8_0 => q::dot_q8_0(w, a, n / 32),
-                DType::Q4_0 => q::dot_q4_0(w, a, n / 32),
-                DType::Q5_0 => q::dot_q5_0(w, a, n / 32),
-                DType::Q4_K => q::dot_q4_k(w, a, n / 256),
-                DType::Q6_K => q::dot_q6_k(w, a, n / 256),
-                _ => quant::vec_dot(dtype, w, a, n),
-            }
+        // SAFETY: only reachable after `detected()` (see the module comment).
+        match unsafe { super::super::x86_quant::vnni::dot_n(dtype, w, [a], n) } {
+            Some([v]) => v,
+            None => quant::vec_dot(dtype, w, a, n),
         }
+    }
+    pub fn dot_q4(dtype: DType, w: &[u8], a: [&[u8]; 4], n: usize) -> [f32; 4] {
+        // SAFETY: as above.
+        unsafe { super::super::x86_quant::vnni::dot_n(dtype, w, a, n) }.unwrap_or_else(|| a.map(|a| quant::vec_dot(dtype, w, a, n)))
     }
 
     #[target_feature(enable = "avx512f")]

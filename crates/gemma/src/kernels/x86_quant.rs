@@ -91,84 +91,118 @@ macro_rules! quant_kernels {
                 _mm256_cmpeq_epi8(probe, _mm256_set1_epi64x(-1))
             }
 
+            /// Sum each of N float accumulators.
+            #[target_feature(enable = $features)]
+            #[inline]
+            unsafe fn hsum_n<const N: usize>(acc: [__m256; N]) -> [f32; N] {
+                let mut out = [0f32; N];
+                for k in 0..N {
+                    out[k] = hsum_ps(acc[k]);
+                }
+                out
+            }
+
+            // Every kernel takes one weight row and N activation rows (N = 1 for decode; 4 in prompt processing,
+            // where each unpacked weight block then serves four tokens).
+
             /// Q8_0 × Q8_0: per block, d_w·d_y·Σ w·y.
             #[target_feature(enable = $features)]
-            pub unsafe fn dot_q8_0(w: &[u8], a: &[u8], nb: usize) -> f32 {
-                assert!(w.len() >= nb * 34 && a.len() >= nb * 34);
-                let mut acc = _mm256_setzero_ps();
+            pub unsafe fn dot_q8_0<const N: usize>(w: &[u8], a: [&[u8]; N], nb: usize) -> [f32; N] {
+                assert!(w.len() >= nb * 34 && a.iter().all(|a| a.len() >= nb * 34));
+                let mut acc = [_mm256_setzero_ps(); N];
                 for i in 0..nb {
-                    let (bw, ba) = (w.as_ptr().add(i * 34), a.as_ptr().add(i * 34));
-                    let d = f16(bw) * f16(ba);
-                    let s = dot_i8_i8(_mm256_loadu_si256(bw.add(2) as *const __m256i), _mm256_loadu_si256(ba.add(2) as *const __m256i));
-                    acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(s), acc);
+                    let bw = w.as_ptr().add(i * 34);
+                    let (dw, q) = (f16(bw), _mm256_loadu_si256(bw.add(2) as *const __m256i));
+                    for k in 0..N {
+                        let ba = a[k].as_ptr().add(i * 34);
+                        let s = dot_i8_i8(q, _mm256_loadu_si256(ba.add(2) as *const __m256i));
+                        acc[k] = _mm256_fmadd_ps(_mm256_set1_ps(dw * f16(ba)), _mm256_cvtepi32_ps(s), acc[k]);
+                    }
                 }
-                hsum_ps(acc)
+                hsum_n(acc)
             }
 
             /// Q4_0 × Q8_0: weights are nibbles - 8.
             #[target_feature(enable = $features)]
-            pub unsafe fn dot_q4_0(w: &[u8], a: &[u8], nb: usize) -> f32 {
-                assert!(w.len() >= nb * 18 && a.len() >= nb * 34);
-                let mut acc = _mm256_setzero_ps();
+            pub unsafe fn dot_q4_0<const N: usize>(w: &[u8], a: [&[u8]; N], nb: usize) -> [f32; N] {
+                assert!(w.len() >= nb * 18 && a.iter().all(|a| a.len() >= nb * 34));
+                let mut acc = [_mm256_setzero_ps(); N];
                 for i in 0..nb {
-                    let (bw, ba) = (w.as_ptr().add(i * 18), a.as_ptr().add(i * 34));
-                    let d = f16(bw) * f16(ba);
+                    let bw = w.as_ptr().add(i * 18);
+                    let dw = f16(bw);
                     let q = _mm256_sub_epi8(unpack_nibbles(bw.add(2)), _mm256_set1_epi8(8));
-                    let s = dot_i8_i8(q, _mm256_loadu_si256(ba.add(2) as *const __m256i));
-                    acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(s), acc);
+                    for k in 0..N {
+                        let ba = a[k].as_ptr().add(i * 34);
+                        let s = dot_i8_i8(q, _mm256_loadu_si256(ba.add(2) as *const __m256i));
+                        acc[k] = _mm256_fmadd_ps(_mm256_set1_ps(dw * f16(ba)), _mm256_cvtepi32_ps(s), acc[k]);
+                    }
                 }
-                hsum_ps(acc)
+                hsum_n(acc)
             }
 
             /// Q5_0 × Q8_0: `{f16 d; u32 qh; u8 qs[16]}`, weights are (nibble | high bit << 4) - 16.
             #[target_feature(enable = $features)]
-            pub unsafe fn dot_q5_0(w: &[u8], a: &[u8], nb: usize) -> f32 {
-                assert!(w.len() >= nb * 22 && a.len() >= nb * 34);
-                let mut acc = _mm256_setzero_ps();
+            pub unsafe fn dot_q5_0<const N: usize>(w: &[u8], a: [&[u8]; N], nb: usize) -> [f32; N] {
+                assert!(w.len() >= nb * 22 && a.iter().all(|a| a.len() >= nb * 34));
+                let mut acc = [_mm256_setzero_ps(); N];
                 for i in 0..nb {
-                    let (bw, ba) = (w.as_ptr().add(i * 22), a.as_ptr().add(i * 34));
-                    let d = f16(bw) * f16(ba);
+                    let bw = w.as_ptr().add(i * 22);
+                    let dw = f16(bw);
                     let qh = u32::from_le_bytes([*bw.add(2), *bw.add(3), *bw.add(4), *bw.add(5)]);
                     // Without the high bit, nibble - 16 is the nibble with 0xF0 set (as i8); with it, the nibble.
                     let high = _mm256_andnot_si256(bytes_from_bits(qh), _mm256_set1_epi8(0xF0u8 as i8));
                     let q = _mm256_or_si256(unpack_nibbles(bw.add(6)), high);
-                    let s = dot_i8_i8(q, _mm256_loadu_si256(ba.add(2) as *const __m256i));
-                    acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(s), acc);
+                    for k in 0..N {
+                        let ba = a[k].as_ptr().add(i * 34);
+                        let s = dot_i8_i8(q, _mm256_loadu_si256(ba.add(2) as *const __m256i));
+                        acc[k] = _mm256_fmadd_ps(_mm256_set1_ps(dw * f16(ba)), _mm256_cvtepi32_ps(s), acc[k]);
+                    }
                 }
-                hsum_ps(acc)
+                hsum_n(acc)
+            }
+
+            /// Σ_sub m · (bsum[2 sub] + bsum[2 sub + 1]) for a Q8_K block at `ba`.
+            #[inline]
+            unsafe fn q8k_min_sum(ba: *const u8, m: &[i32; 8]) -> i32 {
+                let bsums = ba.add(260);
+                let mut summ = 0i32;
+                for (j, &mj) in m.iter().enumerate() {
+                    let b0 = i16::from_le_bytes([*bsums.add(4 * j), *bsums.add(4 * j + 1)]) as i32;
+                    let b1 = i16::from_le_bytes([*bsums.add(4 * j + 2), *bsums.add(4 * j + 3)]) as i32;
+                    summ += mj * (b0 + b1);
+                }
+                summ
             }
 
             /// Q4_K × Q8_K: `{f16 d, dmin; u8 scales[12]; u8 qs[128]}`; x = d·sc·q - dmin·m per 32-value sub-block.
+            /// The mins meet the activation's precomputed sums of 16 values.
             #[target_feature(enable = $features)]
-            pub unsafe fn dot_q4_k(w: &[u8], a: &[u8], nb: usize) -> f32 {
-                assert!(w.len() >= nb * 144 && a.len() >= nb * 292);
-                let mut acc = 0f32;
+            pub unsafe fn dot_q4_k<const N: usize>(w: &[u8], a: [&[u8]; N], nb: usize) -> [f32; N] {
+                assert!(w.len() >= nb * 144 && a.iter().all(|a| a.len() >= nb * 292));
+                let mut acc = [0f32; N];
                 for i in 0..nb {
-                    let (bw, ba) = (w.as_ptr().add(i * 144), a.as_ptr().add(i * 292));
-                    let d = f16(bw);
-                    let dmin = f16(bw.add(2));
-                    let dy = f32::from_le_bytes([*ba, *ba.add(1), *ba.add(2), *ba.add(3)]);
+                    let bw = w.as_ptr().add(i * 144);
+                    let (d, dmin) = (f16(bw), f16(bw.add(2)));
                     let (sc, m) = scale_min_k4(std::slice::from_raw_parts(bw.add(4), 12));
-                    let (qs, y) = (bw.add(16), ba.add(4));
-                    let mut sumi = _mm256_setzero_si256();
+                    let qs = bw.add(16);
+                    let mut sumi = [_mm256_setzero_si256(); N];
                     for j in 0..4 {
                         let q = _mm256_loadu_si256(qs.add(32 * j) as *const __m256i);
                         let lo = _mm256_and_si256(q, _mm256_set1_epi8(0x0F));
                         let hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), _mm256_set1_epi8(0x0F));
-                        let plo = dot_u8_i8(lo, _mm256_loadu_si256(y.add(64 * j) as *const __m256i));
-                        let phi = dot_u8_i8(hi, _mm256_loadu_si256(y.add(64 * j + 32) as *const __m256i));
-                        sumi = _mm256_add_epi32(sumi, _mm256_mullo_epi32(plo, _mm256_set1_epi32(sc[2 * j])));
-                        sumi = _mm256_add_epi32(sumi, _mm256_mullo_epi32(phi, _mm256_set1_epi32(sc[2 * j + 1])));
+                        let (slo, shi) = (_mm256_set1_epi32(sc[2 * j]), _mm256_set1_epi32(sc[2 * j + 1]));
+                        for k in 0..N {
+                            let y = a[k].as_ptr().add(i * 292 + 4);
+                            let plo = dot_u8_i8(lo, _mm256_loadu_si256(y.add(64 * j) as *const __m256i));
+                            let phi = dot_u8_i8(hi, _mm256_loadu_si256(y.add(64 * j + 32) as *const __m256i));
+                            sumi[k] = _mm256_add_epi32(sumi[k], _mm256_add_epi32(_mm256_mullo_epi32(plo, slo), _mm256_mullo_epi32(phi, shi)));
+                        }
                     }
-                    // The mins meet the activation's sums of 16: Σ_sub m · (bsum[2 sub] + bsum[2 sub + 1]).
-                    let bsums = ba.add(260);
-                    let mut summ = 0i32;
-                    for (j, &mj) in m.iter().enumerate() {
-                        let b0 = i16::from_le_bytes([*bsums.add(4 * j), *bsums.add(4 * j + 1)]) as i32;
-                        let b1 = i16::from_le_bytes([*bsums.add(4 * j + 2), *bsums.add(4 * j + 3)]) as i32;
-                        summ += mj * (b0 + b1);
+                    for k in 0..N {
+                        let ba = a[k].as_ptr().add(i * 292);
+                        let dy = f32::from_le_bytes([*ba, *ba.add(1), *ba.add(2), *ba.add(3)]);
+                        acc[k] += dy * d * hsum_epi32(sumi[k]) as f32 - dy * dmin * q8k_min_sum(ba, &m) as f32;
                     }
-                    acc += dy * d * hsum_epi32(sumi) as f32 - dy * dmin * summ as f32;
                 }
                 acc
             }
@@ -176,18 +210,16 @@ macro_rules! quant_kernels {
             /// Q6_K × Q8_K: `{u8 ql[128]; u8 qh[64]; i8 scales[16]; f16 d}`; x = d·sc·(q - 32), q of 6 bits.
             /// The -32 is taken through the activation sums: Σ sc·(q - 32)·y = Σ sc·q·y - 32·Σ sc·bsum.
             #[target_feature(enable = $features)]
-            pub unsafe fn dot_q6_k(w: &[u8], a: &[u8], nb: usize) -> f32 {
-                assert!(w.len() >= nb * 210 && a.len() >= nb * 292);
-                let mut acc = 0f32;
+            pub unsafe fn dot_q6_k<const N: usize>(w: &[u8], a: [&[u8]; N], nb: usize) -> [f32; N] {
+                assert!(w.len() >= nb * 210 && a.iter().all(|a| a.len() >= nb * 292));
+                let mut acc = [0f32; N];
                 let m4 = _mm256_set1_epi8(0x0F);
                 let m2 = _mm256_set1_epi8(0x03);
                 for i in 0..nb {
-                    let (bw, ba) = (w.as_ptr().add(i * 210), a.as_ptr().add(i * 292));
+                    let bw = w.as_ptr().add(i * 210);
                     let d = f16(bw.add(208));
-                    let dy = f32::from_le_bytes([*ba, *ba.add(1), *ba.add(2), *ba.add(3)]);
                     let scales = bw.add(192) as *const i8;
-                    let y = ba.add(4);
-                    let mut sumi = _mm256_setzero_si256();
+                    let mut sumi = [_mm256_setzero_si256(); N];
                     for h in 0..2 {
                         let ql0 = _mm256_loadu_si256(bw.add(64 * h) as *const __m256i);
                         let ql1 = _mm256_loadu_si256(bw.add(64 * h + 32) as *const __m256i);
@@ -199,21 +231,48 @@ macro_rules! quant_kernels {
                             _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4), _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), m2), 4)),
                         ];
                         for (j, qj) in q.iter().enumerate() {
-                            let p = dot_u8_i8(*qj, _mm256_loadu_si256(y.add(128 * h + 32 * j) as *const __m256i));
                             // Lanes 0-3 hold elements 0-15 (scale 2j), lanes 4-7 elements 16-31 (scale 2j + 1).
                             let s0 = *scales.add(8 * h + 2 * j) as i32;
                             let s1 = *scales.add(8 * h + 2 * j + 1) as i32;
-                            sumi = _mm256_add_epi32(sumi, _mm256_mullo_epi32(p, _mm256_setr_epi32(s0, s0, s0, s0, s1, s1, s1, s1)));
+                            let sv = _mm256_setr_epi32(s0, s0, s0, s0, s1, s1, s1, s1);
+                            for k in 0..N {
+                                let y = a[k].as_ptr().add(i * 292 + 4);
+                                let p = dot_u8_i8(*qj, _mm256_loadu_si256(y.add(128 * h + 32 * j) as *const __m256i));
+                                sumi[k] = _mm256_add_epi32(sumi[k], _mm256_mullo_epi32(p, sv));
+                            }
                         }
                     }
-                    let bsums = ba.add(260);
-                    let mut corr = 0i32;
-                    for k in 0..16 {
-                        corr += *scales.add(k) as i32 * i16::from_le_bytes([*bsums.add(2 * k), *bsums.add(2 * k + 1)]) as i32;
+                    for k in 0..N {
+                        let ba = a[k].as_ptr().add(i * 292);
+                        let dy = f32::from_le_bytes([*ba, *ba.add(1), *ba.add(2), *ba.add(3)]);
+                        let bsums = ba.add(260);
+                        let mut corr = 0i32;
+                        for t in 0..16 {
+                            corr += *scales.add(t) as i32 * i16::from_le_bytes([*bsums.add(2 * t), *bsums.add(2 * t + 1)]) as i32;
+                        }
+                        acc[k] += dy * d * (hsum_epi32(sumi[k]) - 32 * corr) as f32;
                     }
-                    acc += dy * d * (hsum_epi32(sumi) - 32 * corr) as f32;
                 }
                 acc
+            }
+
+            /// The kernel for `dtype`, or None (the caller falls back to the scalar reference).
+            ///
+            /// # Safety
+            /// The CPU must have this module's features (the caller checked them at run time).
+            pub unsafe fn dot_n<const N: usize>(dtype: crate::quant::DType, w: &[u8], a: [&[u8]; N], n: usize) -> Option<[f32; N]> {
+                use crate::quant::DType;
+                // Each kernel asserts that its slices hold `n` elements' worth of blocks.
+                {
+                    Some(match dtype {
+                        DType::Q8_0 => dot_q8_0(w, a, n / 32),
+                        DType::Q4_0 => dot_q4_0(w, a, n / 32),
+                        DType::Q5_0 => dot_q5_0(w, a, n / 32),
+                        DType::Q4_K => dot_q4_k(w, a, n / 256),
+                        DType::Q6_K => dot_q6_k(w, a, n / 256),
+                        _ => return None,
+                    })
+                }
             }
         }
     };
