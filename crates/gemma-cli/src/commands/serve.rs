@@ -10,24 +10,26 @@ use super::common::{self, ModelArgs};
 
 #[derive(clap::Args)]
 #[command(after_help = "Endpoints (OpenAI's API):
-  POST /v1/chat/completions   chat with the model's chat template; \"stream\": true for server-sent events
+  POST /v1/chat/completions   chat with the model's chat template (\"stream\": true: SSE)
   POST /v1/completions        complete a prompt; with \"suffix\", CodeGemma fill-in-the-middle
-  GET  /v1/models             the model served          GET /health    200 while serving
+  GET  /v1/models             the model served
+  GET  /health                200 while serving
   GET  /metrics               Prometheus text: requests, tokens, queue depth, tokens/s
 
-Sampling fields: temperature, top_p, max_tokens, stop, seed, presence_penalty, frequency_penalty, and the
-extensions top_k, min_p, repeat_penalty. Up to --parallel requests generate together in one batched forward
-pass; --queue more wait for a slot; beyond that the server answers 503 with Retry-After. SIGINT/SIGTERM stop
-accepting and give running requests --shutdown-grace seconds to finish; a second signal cancels them.
+Sampling fields: temperature, top_p, max_tokens, stop, seed, presence_penalty,
+frequency_penalty, and the extensions top_k, min_p, repeat_penalty.
+Up to --parallel requests generate together, one batched forward pass per step; --queue more
+wait for a slot; beyond that the answer is 503 with Retry-After. SIGINT/SIGTERM stop accepting
+and give running requests --shutdown-grace seconds; a second signal cancels them.
 
 Examples:
-  gemma serve                                         default model on http://127.0.0.1:8080
+  gemma serve                            default model on http://127.0.0.1:8080
   gemma serve -m model.gguf --port 8000 --parallel 8 --ctx-size 8192
-  GEMMA_API_KEY=secret gemma serve --host 0.0.0.0     clients must send Authorization: Bearer secret
+  GEMMA_API_KEY=secret gemma serve       clients must send Authorization: Bearer secret
   curl http://127.0.0.1:8080/v1/completions -H 'Content-Type: application/json' \\
-       -d '{\"prompt\": \"The capital of France is\", \"max_tokens\": 16, \"temperature\": 0}'
-  python -c 'from openai import OpenAI; c = OpenAI(base_url=\"http://127.0.0.1:8080/v1\", api_key=\"-\");
-             print(c.completions.create(model=\"gemma\", prompt=\"Hello\", max_tokens=8).choices[0].text)'")]
+    -d '{\"prompt\": \"The capital of France is\", \"max_tokens\": 16, \"temperature\": 0}'
+  python3 -c 'import openai; c = openai.OpenAI(base_url=\"http://127.0.0.1:8080/v1\", api_key=\"-\")
+print(c.completions.create(model=\"gemma\", prompt=\"Hello\").choices[0].text)'")]
 pub struct Args {
     #[command(flatten)]
     model: ModelArgs,
