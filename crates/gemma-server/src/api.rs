@@ -185,7 +185,8 @@ impl Request<ChatRequest> {
             (None, None) => None,
         };
         // Chat's default, as OpenAI's: until the reply ends or the context is full.
-        prepare_common(common, prompt, "messages", max_tokens, usize::MAX, l.stop_ids.to_vec(), l)
+        let prompt = Prompt { ids: prompt, param: "messages", stop_ids: l.stop_ids.to_vec(), max_tokens, default_max: usize::MAX };
+        prepare_common(common, prompt, l)
     }
 }
 
@@ -221,7 +222,8 @@ impl Request<CompletionRequest> {
         };
         // Legacy completions default to 16 tokens, as OpenAI's.
         let max_tokens = common.max_tokens.map(|m| ("max_tokens", m));
-        prepare_common(common, prompt, "prompt", max_tokens, 16, stop_ids, l)
+        let prompt = Prompt { ids: prompt, param: "prompt", stop_ids, max_tokens, default_max: 16 };
+        prepare_common(common, prompt, l)
     }
 }
 
@@ -265,34 +267,38 @@ fn check_ids(ids: &[i64], vocab: usize) -> Result<Vec<u32>, ApiError> {
         .collect()
 }
 
-/// Validate the shared fields against the prompt and the context, and build the sampler.
-fn prepare_common(
-    c: CommonParams,
-    prompt: Vec<u32>,
-    prompt_param: &str,
-    max_tokens: Option<(&str, i64)>,
-    default_max: usize,
+/// What an endpoint built from its own fields: the prompt and what it implies for the shared ones.
+struct Prompt {
+    ids: Vec<u32>,
+    /// The field errors about the prompt name.
+    param: &'static str,
     stop_ids: Vec<u32>,
-    l: &Limits,
-) -> Result<Prepared, ApiError> {
+    /// The token budget asked for, with the field that asked.
+    max_tokens: Option<(&'static str, i64)>,
+    /// The budget when none is asked for (capped by the context).
+    default_max: usize,
+}
+
+/// Validate the shared fields against the prompt and the context, and build the sampler.
+fn prepare_common(c: CommonParams, p: Prompt, l: &Limits) -> Result<Prepared, ApiError> {
     if c.n.is_some_and(|n| n != 1) {
         return Err(ApiError::invalid_param("n", "only n = 1 is supported"));
     }
     if c.logit_bias.as_ref().is_some_and(|b| !b.is_empty()) {
         return Err(unsupported("logit_bias"));
     }
-    if prompt.is_empty() {
-        return Err(ApiError::invalid_param(prompt_param, "the prompt is empty"));
+    if p.ids.is_empty() {
+        return Err(ApiError::invalid_param(p.param, "the prompt is empty"));
     }
-    if prompt.len() >= l.ctx {
+    if p.ids.len() >= l.ctx {
         return Err(context_exceeded(
-            prompt_param,
-            format!("the prompt is {} tokens, but the context is {} (with room for at least one generated token)", prompt.len(), l.ctx),
+            p.param,
+            format!("the prompt is {} tokens, but the context is {} (with room for at least one generated token)", p.ids.len(), l.ctx),
         ));
     }
-    let room = l.ctx - prompt.len();
-    let max_tokens = match max_tokens {
-        None => default_max.min(room),
+    let room = l.ctx - p.ids.len();
+    let max_tokens = match p.max_tokens {
+        None => p.default_max.min(room),
         Some((name, m)) if m < 1 => return Err(ApiError::invalid_param(name, format!("`{name}` must be at least 1, got {m}"))),
         Some((name, m)) if m as u64 > room as u64 => {
             return Err(context_exceeded(
@@ -300,8 +306,8 @@ fn prepare_common(
                 format!(
                     "the context is {} tokens, but {} were requested ({} in the prompt, {m} to generate); lower `{name}` to at most {room}",
                     l.ctx,
-                    prompt.len() as u64 + m as u64,
-                    prompt.len()
+                    p.ids.len() as u64 + m as u64,
+                    p.ids.len()
                 ),
             ))
         }
@@ -315,11 +321,11 @@ fn prepare_common(
         Some(StopParam::Many(_)) => return Err(ApiError::invalid_param("stop", "at most 4 stop strings")),
     };
     Ok(Prepared {
-        prompt,
+        prompt: p.ids,
         sampler,
         max_tokens,
         stop_strings,
-        stop_ids,
+        stop_ids: p.stop_ids,
         stream: c.stream.unwrap_or(false),
         include_usage: c.stream_options.is_some_and(|o| o.include_usage),
         model: c.model,

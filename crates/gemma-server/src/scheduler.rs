@@ -122,8 +122,20 @@ impl Scheduler {
         let handle = Scheduler { tx, control: control.clone(), metrics: metrics.clone() };
         let thread = std::thread::Builder::new().name("gemma-scheduler".into()).spawn(move || {
             let _running = RunningGuard(&control);
-            let mut w = Worker::new(&model, &tokenizer, &pool, rx, &control, &metrics, config);
-            w.run();
+            Worker {
+                model: &model,
+                tok: &tokenizer,
+                pool: &pool,
+                rx,
+                control: &control,
+                metrics: &metrics,
+                config,
+                active: Vec::new(),
+                free: Vec::new(),
+                scratch: Scratch::new(),
+                disconnected: false,
+            }
+            .run();
         })?;
         Ok((handle, thread))
     }
@@ -262,18 +274,6 @@ struct Worker<'a> {
 }
 
 impl<'a> Worker<'a> {
-    fn new(
-        model: &'a Model,
-        tok: &'a Tokenizer,
-        pool: &'a ThreadPool,
-        rx: Receiver<Job>,
-        control: &'a Control,
-        metrics: &'a Metrics,
-        config: SchedulerConfig,
-    ) -> Self {
-        Worker { model, tok, pool, rx, control, metrics, config, active: Vec::new(), free: Vec::new(), scratch: Scratch::new(), disconnected: false }
-    }
-
     fn run(&mut self) {
         loop {
             if self.control.draining.load(Ordering::SeqCst) {

@@ -10,11 +10,6 @@ use gemma_server::Options;
 use serde_json::json;
 use support::*;
 
-fn metric(addr: std::net::SocketAddr, name: &str) -> f64 {
-    let page = get(addr, "/metrics").body;
-    page.lines().find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(' '))).unwrap_or_else(|| panic!("no {name}")).parse().unwrap()
-}
-
 /// Poll until `f` holds (or fail after 60 s).
 fn eventually(what: &str, f: impl Fn() -> bool) {
     let t0 = Instant::now();

@@ -121,14 +121,9 @@ fn batching_leaves_greedy_outputs_unchanged() {
             assert_eq!(a, b, "request {i}, round {round}");
         }
     }
-    let m = get(addr, "/metrics").body;
-    let passes = metric(&m, "gemma_forward_passes_total");
-    let seqs = metric(&m, "gemma_batched_sequences_total");
+    let passes = metric(addr, "gemma_forward_passes_total");
+    let seqs = metric(addr, "gemma_batched_sequences_total");
     assert!(seqs > passes, "no pass carried more than one sequence: {seqs} sequences over {passes} passes");
-}
-
-fn metric(page: &str, name: &str) -> f64 {
-    page.lines().find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(' '))).unwrap_or_else(|| panic!("no {name} in {page}")).parse().unwrap()
 }
 
 #[test]

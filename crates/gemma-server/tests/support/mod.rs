@@ -192,3 +192,10 @@ pub fn outcome(r: &Resp, stream: bool) -> (String, String, u64) {
     }
     (text, finish, tokens)
 }
+
+/// A value from `/metrics`.
+pub fn metric(addr: SocketAddr, name: &str) -> f64 {
+    let page = get(addr, "/metrics").body;
+    let line = page.lines().find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(' ')));
+    line.unwrap_or_else(|| panic!("no {name} in {page}")).parse().unwrap()
+}
