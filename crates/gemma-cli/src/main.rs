@@ -16,6 +16,7 @@ use clap::{Parser, Subcommand};
   gemma run \"The capital of France is\"            complete a prompt (default model)
   gemma chat --system \"Be brief.\"                 talk to an instruction-tuned model
   gemma complete -m codegemma-2b --prefix \"def f(x):\\n    \" --suffix \"\\n\"   fill in the middle
+  gemma serve --port 8080 --parallel 8            OpenAI-compatible server (chat, completions, streaming)
   gemma bench -t 1,2                              prompt and generation speed
   gemma perplexity -f text.txt                    perplexity, as llama-perplexity computes it
   gemma inspect --preset gemma2-9b --explain      the architecture of any family member
@@ -36,6 +37,8 @@ enum Command {
     Chat(commands::chat::Args),
     /// Fill in the middle between a prefix and a suffix (CodeGemma).
     Complete(commands::complete::Args),
+    /// Serve the model over HTTP with OpenAI's API (chat, completions, streaming), batching requests.
+    Serve(commands::serve::Args),
     /// Measure prompt-processing and generation speed (like llama-bench).
     Bench(commands::bench::Args),
     /// Perplexity of a text file (like llama-perplexity).
@@ -56,6 +59,7 @@ fn main() {
         Command::Run(a) => commands::run::run(a),
         Command::Chat(a) => commands::chat::run(a),
         Command::Complete(a) => commands::complete::run(a),
+        Command::Serve(a) => commands::serve::run(a),
         Command::Bench(a) => commands::bench::run(a),
         Command::Perplexity(a) => commands::perplexity::run(a),
         Command::Inspect(a) => commands::inspect::run(a),

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use gemma::runtime::{Generation, GenerationEvent};
-use gemma::tokenizer::{ControlTokens, EncodeOptions, Message, StreamDecoder};
+use gemma::tokenizer::{ControlTokens, Message, StreamDecoder};
 
 use super::common::{self, ModelArgs, SamplingArgs};
 
@@ -50,7 +50,7 @@ pub fn run(a: Args) -> Result<()> {
     let (model, tok) = (&l.model, &l.tokenizer);
     let ctx = a.ctx_size.unwrap_or(model.config.context_len.min(8192)).min(model.config.context_len);
     let template = tok.chat_template();
-    let stop_ids = super::run::stop_token_ids(model, tok);
+    let stop_ids = gemma::runtime::stop_token_ids(model, tok);
     let interactive = std::io::stdin().is_terminal();
     ctrlc::set_handler(|| {
         if GENERATING.load(Ordering::SeqCst) {
@@ -143,13 +143,7 @@ fn answer(
     max_tokens: usize,
 ) -> Result<String> {
     let tok = &l.tokenizer;
-    let text = template.render(messages, true)?;
-    let mut ids = tok.encode(&text, EncodeOptions { add_bos: false, parse_special: true });
-    if let Some(bos) = tok.bos_id() {
-        if ids.first() != Some(&bos) {
-            ids.insert(0, bos);
-        }
-    }
+    let ids = tok.encode_chat(template, messages)?;
     // Reuse the cache for the longest common prefix with what it holds.
     let common = gen.history.iter().zip(&ids).take_while(|(a, b)| a == b).count();
     let keep = if common == ids.len() { common - 1 } else { common };

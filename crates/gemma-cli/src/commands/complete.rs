@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use gemma::runtime::{Generation, GenerationEvent};
-use gemma::tokenizer::{ControlTokens, EncodeOptions, StreamDecoder};
+use gemma::tokenizer::{ControlTokens, FimTokens, StreamDecoder};
 
 use super::common::{self, ModelArgs, SamplingArgs};
 
@@ -72,19 +72,10 @@ pub fn run(a: Args) -> Result<()> {
     let sampler = a.sampling.config()?;
     let l = common::load(&a.model)?;
     let (model, tok) = (&l.model, &l.tokenizer);
-    let fim: Vec<u32> = ["<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>"]
-        .iter()
-        .map(|p| tok.token_id(p).with_context(|| format!("this model's vocabulary has no {p} token: fill-in-the-middle needs a CodeGemma model")))
-        .collect::<Result<_>>()?;
-    let mut ids: Vec<u32> = tok.bos_id().into_iter().collect();
-    ids.push(fim[0]);
-    ids.extend(tok.encode(&prefix, EncodeOptions { add_bos: false, parse_special: false }));
-    ids.push(fim[1]);
-    ids.extend(tok.encode(&suffix, EncodeOptions { add_bos: false, parse_special: false }));
-    ids.push(fim[2]);
-    let mut stops = super::run::stop_token_ids(model, tok);
-    stops.extend(fim.iter().copied());
-    stops.extend(tok.token_id("<|file_separator|>"));
+    let fim = FimTokens::of(tok)?;
+    let ids = fim.prompt(tok, &prefix, &suffix);
+    let mut stops = gemma::runtime::stop_token_ids(model, tok);
+    stops.extend(fim.stop_ids());
     let ctx = model.config.context_len.min(8192);
     if ids.len() >= ctx {
         bail!("prefix and suffix are {} tokens, the context {ctx}", ids.len());

@@ -8,6 +8,7 @@ pub mod inspect;
 pub mod logits;
 pub mod perplexity;
 pub mod run;
+pub mod serve;
 pub mod tokenize;
 
 /// All cores, as the machine reports them.

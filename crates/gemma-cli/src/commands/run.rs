@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{bail, Result};
-use gemma::runtime::{FinishReason, Generation, GenerationEvent};
+use gemma::runtime::{stop_token_ids, FinishReason, Generation, GenerationEvent, StopMatcher};
 use gemma::tokenizer::{ControlTokens, EncodeOptions, StreamDecoder};
 
 use super::common::{self, ModelArgs, SamplingArgs};
@@ -47,44 +47,6 @@ pub struct Args {
     /// Print one JSON object (text, ids, finish_reason, timings) instead of streaming text.
     #[arg(long)]
     json: bool,
-}
-
-/// Text held back because it might be the start of a stop string.
-pub struct StopMatcher {
-    stops: Vec<String>,
-    pending: String,
-}
-
-impl StopMatcher {
-    pub fn new(stops: Vec<String>) -> Self {
-        StopMatcher { stops: stops.into_iter().filter(|s| !s.is_empty()).collect(), pending: String::new() }
-    }
-    /// Add text; returns what is safe to emit and whether a stop string was hit (the text before it is emitted).
-    pub fn push(&mut self, text: &str) -> (String, bool) {
-        self.pending.push_str(text);
-        if let Some(at) = self.stops.iter().filter_map(|s| self.pending.find(s.as_str())).min() {
-            let out = self.pending[..at].to_string();
-            self.pending.clear();
-            return (out, true);
-        }
-        // Hold back the longest suffix that could still grow into a stop string.
-        let mut hold = 0;
-        for s in &self.stops {
-            for k in (1..s.len().min(self.pending.len() + 1)).rev() {
-                if self.pending.is_char_boundary(self.pending.len() - k) && s.is_char_boundary(k) && self.pending.ends_with(&s[..k]) {
-                    hold = hold.max(k);
-                    break;
-                }
-            }
-        }
-        let cut = self.pending.len() - hold;
-        let out = self.pending[..cut].to_string();
-        self.pending.drain(..cut);
-        (out, false)
-    }
-    pub fn finish(&mut self) -> String {
-        std::mem::take(&mut self.pending)
-    }
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -202,30 +164,4 @@ pub fn run(a: Args) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// Ids that end a generation: the model's EOS ids, the tokenizer's, and `<end_of_turn>`.
-pub fn stop_token_ids(model: &gemma::model::Model, tok: &gemma::tokenizer::Tokenizer) -> Vec<u32> {
-    let mut v = model.config.eos_ids.clone();
-    v.extend(tok.eos_id());
-    v.extend(tok.token_id("<end_of_turn>"));
-    v.sort_unstable();
-    v.dedup();
-    v
-}
-
-#[cfg(test)]
-mod tests {
-    use super::StopMatcher;
-
-    #[test]
-    fn stop_strings_are_held_back_and_cut() {
-        let mut m = StopMatcher::new(vec!["\n\n".into(), "END".into()]);
-        assert_eq!(m.push("hello\n"), ("hello".into(), false));
-        assert_eq!(m.push("world"), ("\nworld".into(), false));
-        assert_eq!(m.push(" EN"), (" ".into(), false));
-        assert_eq!(m.push("D more"), ("".into(), true));
-        let mut m = StopMatcher::new(vec![]);
-        assert_eq!(m.push("a\n\n"), ("a\n\n".into(), false));
-    }
 }

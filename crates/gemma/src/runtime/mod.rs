@@ -1,7 +1,10 @@
-//! Runtime: what turns logits into text — sampling, and the generation loop over a sequence's state.
+//! Runtime: what turns logits into text — sampling, stop conditions, and the generation loop over a
+//! sequence's state.
 
 pub mod generate;
 pub mod sampler;
+pub mod stop;
 
 pub use generate::{FinishReason, Generation, GenerationEvent};
 pub use sampler::{Sampler, SamplerConfig};
+pub use stop::{stop_token_ids, StopMatcher};

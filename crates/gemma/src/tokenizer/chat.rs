@@ -91,6 +91,22 @@ impl ChatTemplate {
     }
 }
 
+impl super::Tokenizer {
+    /// The ids of a conversation rendered with `template`, ready for the model's reply: the template's text
+    /// encoded with special tokens parsed (its turn markers are control tokens), starting with BOS exactly
+    /// once whether or not the template writes it.
+    pub fn encode_chat(&self, template: &ChatTemplate, messages: &[Message]) -> crate::Result<Vec<u32>> {
+        let text = template.render(messages, true)?;
+        let mut ids = self.encode(&text, super::EncodeOptions { add_bos: false, parse_special: true });
+        if let Some(bos) = self.bos_id() {
+            if ids.first() != Some(&bos) {
+                ids.insert(0, bos);
+            }
+        }
+        Ok(ids)
+    }
+}
+
 /// A Jinja environment configured as `transformers` configures its own: blocks trimmed and left-stripped,
 /// `raise_exception` available, and the few Python string methods templates call.
 fn environment() -> Environment<'static> {

@@ -11,11 +11,13 @@
 //! 3. BPE merges adjacent symbols by piece score, with byte fallback for characters outside the vocabulary
 //!    ([`bpe`]).
 //!
-//! Decoding and streaming decoding are in [`decode`], chat templates in [`chat`].
+//! Decoding and streaming decoding are in [`decode`], chat templates in [`chat`], CodeGemma's
+//! fill-in-the-middle prompts in [`fim`].
 
 mod bpe;
 pub mod chat;
 pub mod decode;
+pub mod fim;
 pub mod gguf;
 pub mod hf_json;
 mod special;
@@ -27,6 +29,7 @@ use std::path::Path;
 
 pub use chat::{ChatTemplate, Message};
 pub use decode::{ControlTokens, StreamDecoder};
+pub use fim::FimTokens;
 pub use vocab::{TokenKind, Vocab};
 
 use bpe::{Bpe, NONE};

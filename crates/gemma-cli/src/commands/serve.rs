@@ -1,0 +1,99 @@
+//! `gemma serve`: the OpenAI-compatible server (the `gemma-server` crate); this is only its options.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use gemma_server::{Engine, Options, Server};
+
+use super::common::{self, ModelArgs};
+
+#[derive(clap::Args)]
+#[command(after_help = "Endpoints (OpenAI's API):
+  POST /v1/chat/completions   chat with the model's chat template (\"stream\": true: SSE)
+  POST /v1/completions        complete a prompt; with \"suffix\", CodeGemma fill-in-the-middle
+  GET  /v1/models             the model served
+  GET  /health                200 while serving
+  GET  /metrics               Prometheus text: requests, tokens, queue depth, tokens/s
+
+Sampling fields: temperature, top_p, max_tokens, stop, seed, presence_penalty,
+frequency_penalty, and the extensions top_k, min_p, repeat_penalty.
+Up to --parallel requests generate together, one batched forward pass per step; --queue more
+wait for a slot; beyond that the answer is 503 with Retry-After. SIGINT/SIGTERM stop accepting
+and give running requests --shutdown-grace seconds; a second signal cancels them.
+
+Examples:
+  gemma serve                            default model on http://127.0.0.1:8080
+  gemma serve -m model.gguf --port 8000 --parallel 8 --ctx-size 8192
+  GEMMA_API_KEY=secret gemma serve       clients must send Authorization: Bearer secret
+  curl http://127.0.0.1:8080/v1/completions -H 'Content-Type: application/json' \\
+    -d '{\"prompt\": \"The capital of France is\", \"max_tokens\": 16, \"temperature\": 0}'
+  python3 -c 'import openai; c = openai.OpenAI(base_url=\"http://127.0.0.1:8080/v1\", api_key=\"-\")
+print(c.completions.create(model=\"gemma\", prompt=\"Hello\").choices[0].text)'")]
+pub struct Args {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Address to listen on (0.0.0.0 for every interface).
+    #[arg(long, default_value = "127.0.0.1")]
+    host: IpAddr,
+    #[arg(long, default_value_t = 8080)]
+    port: u16,
+    /// Requests generating at once (sequence slots), batched into one forward pass per step.
+    #[arg(long, default_value_t = 4)]
+    parallel: usize,
+    /// Positions per request, prompt and generation; default: the model's context, at most 4096.
+    #[arg(short, long)]
+    ctx_size: Option<usize>,
+    /// Require `Authorization: Bearer KEY` on every endpoint but /health.
+    #[arg(long, env = "GEMMA_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+    /// Requests that may wait for a free slot before new ones get 503.
+    #[arg(long, default_value_t = 64)]
+    queue: usize,
+    /// Largest request body accepted, in bytes (413 beyond).
+    #[arg(long, default_value_t = 1 << 20)]
+    max_body: usize,
+    /// Most prompt tokens read per forward pass: larger reads prompts faster, smaller keeps the other
+    /// requests' tokens flowing while a long prompt is read.
+    #[arg(long, default_value_t = 128)]
+    prefill_chunk: usize,
+    /// Seconds running requests may take to finish after SIGINT/SIGTERM.
+    #[arg(long, default_value_t = 10.0)]
+    shutdown_grace: f64,
+}
+
+pub fn run(a: Args) -> Result<()> {
+    if !(a.shutdown_grace >= 0.0 && a.shutdown_grace.is_finite()) {
+        anyhow::bail!("invalid option: --shutdown-grace must be a number of seconds >= 0");
+    }
+    let l = common::load(&a.model)?;
+    let model_id = l.path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "gemma".into());
+    let ctx = a.ctx_size.unwrap_or(l.model.config.context_len.min(4096));
+    let opts = Options {
+        addr: SocketAddr::new(a.host, a.port),
+        parallel: a.parallel,
+        ctx_size: ctx,
+        queue: a.queue,
+        api_key: a.api_key,
+        max_body_bytes: a.max_body,
+        prefill_chunk: a.prefill_chunk,
+        shutdown_grace: Duration::from_secs_f64(a.shutdown_grace),
+        handle_signals: true,
+        ..Options::new(model_id.clone())
+    };
+    let threads = l.pool.n_threads();
+    let (parallel, auth) = (opts.parallel, if opts.api_key.is_some() { ", API key required" } else { "" });
+    let engine = Engine { model: l.model, tokenizer: l.tokenizer, pool: l.pool };
+    let server = Server::start(engine, opts).with_context(|| format!("starting the server on {}:{}", a.host, a.port))?;
+    if !a.model.quiet {
+        eprintln!(
+            "gemma serve: {model_id} on http://{} ({parallel} slots x {ctx} positions, {threads} threads{auth}); Ctrl-C to stop",
+            server.addr()
+        );
+    }
+    server.wait().context("serving")?;
+    if !a.model.quiet {
+        eprintln!("gemma serve: stopped");
+    }
+    Ok(())
+}

@@ -1,0 +1,255 @@
+//! The HTTP side: routes, API-key check, body limit, request counting, and the generation handlers that
+//! hand a validated job to the scheduler and turn its events into a JSON body or server-sent events.
+//!
+//! A handler waits for the job's first event before answering, so that a request refused from the queue
+//! (shutdown) still gets an HTTP error status; once text has been sent, a failure can only be reported
+//! inside the stream, as an `{"error": ...}` event before `data: [DONE]` (OpenAI's clients raise it).
+//! Dropping a handler (client gone) drops the job's event receiver, which the scheduler takes as a cancel.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::sse::{Event as SseEvent, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use futures_util::Stream;
+use gemma::tokenizer::{ChatTemplate, Tokenizer};
+use serde_json::{json, Value};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
+
+use crate::api::{self, ChatRequest, CompletionRequest, Limits, Prepared};
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+use crate::responses::{Endpoint, Meta};
+use crate::scheduler::{Event, Failure, Job, Scheduler, SubmitError};
+
+/// What every handler shares.
+pub(crate) struct Shared {
+    pub tokenizer: Arc<Tokenizer>,
+    pub template: ChatTemplate,
+    pub ctx: usize,
+    pub vocab: usize,
+    pub stop_ids: Vec<u32>,
+    pub model_id: String,
+    pub created: u64,
+    pub api_key: Option<String>,
+    pub max_body: usize,
+    pub scheduler: Scheduler,
+    pub metrics: Arc<Metrics>,
+}
+
+type App = State<Arc<Shared>>;
+
+pub(crate) fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/v1/chat/completions", post(chat))
+        .route("/v1/completions", post(completions))
+        .route("/v1/models", get(models))
+        .route("/v1/models/{*id}", get(model))
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .fallback(|| async { ApiError::not_found("no such endpoint: see /v1/chat/completions, /v1/completions, /v1/models") })
+        .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
+        // The limit applies to the `Bytes` extractor; the handlers turn its 413 into an OpenAI error.
+        .layer(DefaultBodyLimit::max(shared.max_body))
+        .layer(middleware::from_fn_with_state(shared.clone(), authorize))
+        .layer(middleware::from_fn_with_state(shared.clone(), count))
+        .with_state(shared)
+}
+
+/// Count every answer by endpoint and status for `/metrics`.
+async fn count(State(app): App, req: Request, next: Next) -> Response {
+    let endpoint = endpoint_label(req.uri().path());
+    let r = next.run(req).await;
+    app.metrics.count_request(endpoint, r.status().as_u16());
+    r
+}
+
+/// A fixed label per route, so that arbitrary paths cannot grow the metrics without bound.
+fn endpoint_label(path: &str) -> &'static str {
+    match path {
+        "/v1/chat/completions" => "/v1/chat/completions",
+        "/v1/completions" => "/v1/completions",
+        "/v1/models" => "/v1/models",
+        "/health" => "/health",
+        "/metrics" => "/metrics",
+        p if p.starts_with("/v1/models/") => "/v1/models/{id}",
+        _ => "other",
+    }
+}
+
+/// With `--api-key`, every endpoint but `/health` wants `Authorization: Bearer <key>`.
+async fn authorize(State(app): App, req: Request, next: Next) -> Response {
+    if let Some(key) = &app.api_key {
+        let given = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+        if req.uri().path() != "/health" && !given.is_some_and(|g| same_secret(g.trim().as_bytes(), key.as_bytes())) {
+            return ApiError::unauthorized().into_response();
+        }
+    }
+    next.run(req).await
+}
+
+/// Equality whose time does not depend on where the first difference is.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn health(State(app): App) -> Response {
+    if app.scheduler.accepting() {
+        Json(json!({ "status": "ok" })).into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "shutting down" }))).into_response()
+    }
+}
+
+async fn metrics(State(app): App) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], app.metrics.render()).into_response()
+}
+
+fn model_object(app: &Shared) -> Value {
+    json!({ "id": app.model_id, "object": "model", "created": app.created, "owned_by": "gemma-rs" })
+}
+
+async fn models(State(app): App) -> Json<Value> {
+    Json(json!({ "object": "list", "data": [model_object(&app)] }))
+}
+
+async fn model(State(app): App, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    if id == app.model_id {
+        Ok(Json(model_object(&app)))
+    } else {
+        Err(ApiError::not_found(format!("no model `{id}`: this server runs `{}`", app.model_id)).with_param("model"))
+    }
+}
+
+async fn chat(State(app): App, body: Result<Bytes, BytesRejection>) -> Response {
+    let prepared = body_bytes(body, app.max_body).and_then(|b| api::parse::<ChatRequest>(&b)).and_then(|r| r.prepare(&limits(&app)));
+    respond(app, prepared, Endpoint::Chat).await
+}
+
+async fn completions(State(app): App, body: Result<Bytes, BytesRejection>) -> Response {
+    let prepared = body_bytes(body, app.max_body).and_then(|b| api::parse::<CompletionRequest>(&b)).and_then(|r| r.prepare(&limits(&app)));
+    respond(app, prepared, Endpoint::Completion).await
+}
+
+fn limits(app: &Shared) -> Limits<'_> {
+    Limits { tokenizer: &app.tokenizer, template: &app.template, ctx: app.ctx, vocab: app.vocab, stop_ids: &app.stop_ids }
+}
+
+fn body_bytes(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes, ApiError> {
+    body.map_err(|r| if r.status() == StatusCode::PAYLOAD_TOO_LARGE { ApiError::too_large(limit) } else { ApiError::invalid(r.body_text()) })
+}
+
+async fn respond(app: Arc<Shared>, prepared: Result<Prepared, ApiError>, endpoint: Endpoint) -> Response {
+    match prepared {
+        Ok(p) => generate(&app, p, endpoint).await.unwrap_or_else(IntoResponse::into_response),
+        Err(e) => e.into_response(),
+    }
+}
+
+fn failure_error(f: Failure) -> ApiError {
+    match f {
+        Failure::ShuttingDown => ApiError::shutting_down(),
+        Failure::Internal(m) => ApiError::internal(format!("generation failed: {m}")),
+    }
+}
+
+/// Submit the job; answer with the whole completion, or stream it.
+async fn generate(app: &Shared, p: Prepared, endpoint: Endpoint) -> Result<Response, ApiError> {
+    let (events, mut rx) = unbounded_channel();
+    let job = Job { prompt: p.prompt, sampler: p.sampler, max_tokens: p.max_tokens, stop_strings: p.stop_strings, stop_ids: p.stop_ids, events };
+    app.scheduler.submit(job).map_err(|e| match e {
+        SubmitError::Busy => ApiError::busy(),
+        SubmitError::ShuttingDown => ApiError::shutting_down(),
+    })?;
+    let meta = Meta::new(endpoint, p.model.unwrap_or_else(|| app.model_id.clone()), p.stream && p.include_usage);
+    let first = match rx.recv().await {
+        None => return Err(ApiError::shutting_down()),
+        Some(Event::Failed(f)) => return Err(failure_error(f)),
+        Some(e) => e,
+    };
+    if p.stream {
+        return Ok(Sse::new(sse_events(EventStream::new(meta, first, rx))).into_response());
+    }
+    let mut text = String::new();
+    let mut next = Some(first);
+    loop {
+        let event = match next.take() {
+            Some(e) => Some(e),
+            None => rx.recv().await,
+        };
+        match event {
+            Some(Event::Text(t)) => text.push_str(&t),
+            Some(Event::Done(f)) => return Ok(Json(meta.response(&text, &f)).into_response()),
+            Some(Event::Failed(f)) => return Err(failure_error(f)),
+            None => return Err(ApiError::shutting_down()),
+        }
+    }
+}
+
+/// A job's events as server-sent events: the chunks, then `data: [DONE]`.
+struct EventStream {
+    meta: Meta,
+    first: Option<Event>,
+    rx: UnboundedReceiver<Event>,
+    queue: VecDeque<SseEvent>,
+    ended: bool,
+}
+
+impl EventStream {
+    fn new(meta: Meta, first: Event, rx: UnboundedReceiver<Event>) -> Self {
+        let mut queue = VecDeque::new();
+        if meta.endpoint == Endpoint::Chat {
+            queue.push_back(data(&meta.role_chunk()));
+        }
+        EventStream { meta, first: Some(first), rx, queue, ended: false }
+    }
+
+    async fn next(&mut self) -> Option<SseEvent> {
+        while self.queue.is_empty() && !self.ended {
+            let event = match self.first.take() {
+                Some(e) => Some(e),
+                None => self.rx.recv().await,
+            };
+            match event {
+                Some(Event::Text(t)) => self.queue.push_back(data(&self.meta.chunk(&t, None))),
+                Some(Event::Done(f)) => {
+                    self.queue.push_back(data(&self.meta.chunk("", Some(f.reason))));
+                    if self.meta.include_usage {
+                        self.queue.push_back(data(&self.meta.usage_chunk(&f)));
+                    }
+                    self.end();
+                }
+                Some(Event::Failed(f)) => {
+                    self.queue.push_back(data(&failure_error(f).body()));
+                    self.end();
+                }
+                None => {
+                    self.queue.push_back(data(&ApiError::shutting_down().body()));
+                    self.end();
+                }
+            }
+        }
+        self.queue.pop_front()
+    }
+
+    fn end(&mut self) {
+        self.queue.push_back(SseEvent::default().data("[DONE]"));
+        self.ended = true;
+    }
+}
+
+fn data(v: &Value) -> SseEvent {
+    SseEvent::default().data(v.to_string())
+}
+
+fn sse_events(s: EventStream) -> impl Stream<Item = Result<SseEvent, Infallible>> {
+    futures_util::stream::unfold(s, |mut s| async move { s.next().await.map(|e| (Ok(e), s)) })
+}

@@ -1,0 +1,235 @@
+//! The server over HTTP with the tiny random checkpoint: OpenAI shapes, streaming, batching that leaves
+//! greedy outputs unchanged, fill-in-the-middle, bad input with OpenAI error objects, API keys, metrics and
+//! shutdown. (Tests that need generations long enough to race against are in `real_model.rs`.)
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use support::*;
+
+#[test]
+fn completion_chat_and_stream_shapes() {
+    let server = start(tiny_engine(false), options(512));
+    let addr = server.addr();
+
+    let r = post(addr, "/v1/completions", &json!({"model": "tiny", "prompt": "The quick brown fox", "max_tokens": 5, "temperature": 0}));
+    let j = r.json();
+    assert_eq!(j["object"], "text_completion", "{j}");
+    assert_eq!(j["model"], "tiny");
+    let usage = &j["usage"];
+    assert!(usage["prompt_tokens"].as_u64().unwrap() > 1);
+    assert!(usage["completion_tokens"].as_u64().unwrap() <= 5);
+    assert_eq!(usage["total_tokens"], usage["prompt_tokens"].as_u64().unwrap() + usage["completion_tokens"].as_u64().unwrap());
+    assert!(["stop", "length"].contains(&j["choices"][0]["finish_reason"].as_str().unwrap()));
+
+    let r = post(addr, "/v1/chat/completions", &json!({"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4, "temperature": 0}));
+    let j = r.json();
+    assert_eq!(j["object"], "chat.completion", "{j}");
+    assert_eq!(j["choices"][0]["message"]["role"], "assistant");
+    assert!(j["id"].as_str().unwrap().starts_with("chatcmpl-"));
+
+    // Streaming gives the same text as the whole response, chunk by chunk, then [DONE].
+    for path in ["/v1/completions", "/v1/chat/completions"] {
+        let mut body = if path == "/v1/completions" {
+            json!({"prompt": "It was a bright cold day", "max_tokens": 12, "temperature": 0})
+        } else {
+            json!({"messages": [{"role": "user", "content": "It was a bright cold day"}], "max_tokens": 12, "temperature": 0})
+        };
+        let whole = outcome(&post(addr, path, &body), false);
+        body["stream"] = json!(true);
+        body["stream_options"] = json!({"include_usage": true});
+        let r = post(addr, path, &body);
+        assert!(r.header("content-type").unwrap().starts_with("text/event-stream"), "{:?}", r.headers);
+        assert_eq!(outcome(&r, true), whole, "{path}");
+        if path == "/v1/chat/completions" {
+            let first: Value = serde_json::from_str(&r.events()[0]).unwrap();
+            assert_eq!(first["object"], "chat.completion.chunk");
+            assert_eq!(first["choices"][0]["delta"]["role"], "assistant");
+        }
+    }
+
+    let j = get(addr, "/v1/models").json();
+    assert_eq!(j["data"][0]["id"], "tiny");
+    assert_eq!(get(addr, "/v1/models/tiny").json()["object"], "model");
+    assert_eq!(get(addr, "/v1/models/other").status, 404);
+    assert_eq!(get(addr, "/health").json()["status"], "ok");
+}
+
+#[test]
+fn max_tokens_and_stop_strings() {
+    let server = start(tiny_engine(false), options(512));
+    let addr = server.addr();
+    let body = json!({"prompt": "Tokenizers turn text into integers", "max_tokens": 40, "temperature": 0});
+    let (text, finish, n) = outcome(&post(addr, "/v1/completions", &body), false);
+    if finish == "length" {
+        assert_eq!(n, 40);
+    }
+    // Stop at a piece of the greedy text: the output is what came before it.
+    let cut = text.char_indices().map(|(i, _)| i).nth(text.chars().count() / 2).unwrap();
+    let stop: String = text[cut..].chars().take(3).collect();
+    let want = &text[..text.find(&stop).unwrap()];
+    for stream in [false, true] {
+        let body = json!({"prompt": "Tokenizers turn text into integers", "max_tokens": 40, "temperature": 0, "stop": [stop], "stream": stream});
+        let (got, finish, _) = outcome(&post(addr, "/v1/completions", &body), stream);
+        assert_eq!((got.as_str(), finish.as_str()), (want, "stop"), "stop {stop:?}, stream {stream}");
+    }
+    // Without max_tokens a chat reply may run to the end of the context.
+    let body = json!({"messages": [{"role": "user", "content": "a"}], "temperature": 0});
+    let (_, finish, n) = outcome(&post(addr, "/v1/chat/completions", &body), false);
+    assert!(finish == "stop" || n > 16, "{finish} {n}");
+}
+
+/// Requests decoded together (and prompts read in chunks among other sequences' decode steps) give
+/// exactly what each gives alone, with greedy sampling.
+#[test]
+fn batching_leaves_greedy_outputs_unchanged() {
+    let prompts: Vec<String> = (0..12).map(|i| format!("{} number {i} of the quick brown fox", "It was a bright cold day in April, ".repeat(1 + i % 4))).collect();
+    let request = |i: usize| {
+        let stream = i % 3 == 0;
+        if i % 2 == 0 {
+            (json!({"prompt": prompts[i], "max_tokens": 8 + 5 * (i % 4), "temperature": 0, "stream": stream}), "/v1/completions", stream)
+        } else {
+            let m = json!([{"role": "user", "content": prompts[i]}]);
+            (json!({"messages": m, "max_tokens": 8 + 5 * (i % 4), "temperature": 0, "stream": stream}), "/v1/chat/completions", stream)
+        }
+    };
+    let alone: Vec<_> = {
+        let server = start(tiny_engine(false), gemma_server::Options { parallel: 1, ..options(512) });
+        (0..prompts.len())
+            .map(|i| {
+                let (body, path, stream) = request(i);
+                outcome(&post(server.addr(), path, &body), stream)
+            })
+            .collect()
+    };
+    // Four slots and a prompt budget of 7 tokens a pass: prompts are read over many passes, mixed with decoding.
+    let server = start(tiny_engine(false), gemma_server::Options { parallel: 4, prefill_chunk: 7, ..options(512) });
+    let addr = server.addr();
+    for round in 0..2 {
+        let together: Vec<_> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..prompts.len())
+                .map(|i| {
+                    let (body, path, stream) = request(i);
+                    s.spawn(move || outcome(&post(addr, path, &body), stream))
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for (i, (a, b)) in alone.iter().zip(&together).enumerate() {
+            assert_eq!(a, b, "request {i}, round {round}");
+        }
+    }
+    let passes = metric(addr, "gemma_forward_passes_total");
+    let seqs = metric(addr, "gemma_batched_sequences_total");
+    assert!(seqs > passes, "no pass carried more than one sequence: {seqs} sequences over {passes} passes");
+}
+
+#[test]
+fn fill_in_the_middle_with_suffix() {
+    let server = start(tiny_engine(true), options(512));
+    let r = post(server.addr(), "/v1/completions", &json!({"prompt": "def add(a, b):", "suffix": "return c", "max_tokens": 6, "temperature": 0}));
+    let j = r.json();
+    assert_eq!(r.status, 200, "{j}");
+    // BOS, three markers, and the two texts.
+    assert!(j["usage"]["prompt_tokens"].as_u64().unwrap() > 4 + 2, "{j}");
+    drop(server);
+
+    let server = start(tiny_engine(false), options(512));
+    let r = post(server.addr(), "/v1/completions", &json!({"prompt": "def f():", "suffix": "\n", "max_tokens": 6}));
+    assert_eq!(r.status, 400);
+    let e = r.error();
+    assert_eq!(e["param"], "suffix");
+    assert!(e["message"].as_str().unwrap().contains("<|fim_prefix|>"), "{e}");
+}
+
+#[test]
+fn bad_requests_get_openai_errors() {
+    let server = start(tiny_engine(false), gemma_server::Options { max_body_bytes: 4096, ..options(64) });
+    let addr = server.addr();
+    let raw = |path: &str, body: &str| send(addr, "POST", path, &[("Content-Type", "application/json")], body.as_bytes());
+    let chat = "/v1/chat/completions";
+    let cmpl = "/v1/completions";
+    let long_prompt = "the quick brown fox jumps over the lazy dog ".repeat(20);
+    // (path, body, status, param, code)
+    let cases: Vec<(&str, String, u16, Option<&str>, Option<&str>)> = vec![
+        (chat, "{\"messages\": [".into(), 400, None, None),
+        (chat, "not json".into(), 400, None, None),
+        (chat, "[]".into(), 400, None, None),
+        (chat, json!({"model": "x"}).to_string(), 400, Some("messages"), None),
+        (chat, json!({"messages": "hi"}).to_string(), 400, Some("messages"), None),
+        (chat, json!({"messages": []}).to_string(), 400, Some("messages"), None),
+        (chat, json!({"messages": [{"role": "user"}]}).to_string(), 400, Some("messages[0].content"), None),
+        (chat, json!({"messages": [{"role": "robot", "content": "x"}]}).to_string(), 400, Some("messages[0].role"), None),
+        (chat, json!({"messages": [{"role": "user", "content": "x"}, {"role": "user", "content": "y"}]}).to_string(), 400, Some("messages"), None),
+        (chat, json!({"messages": [{"role": "user", "content": "x"}], "temperature": "hot"}).to_string(), 400, Some("temperature"), None),
+        (chat, json!({"messages": [{"role": "user", "content": "x"}], "temperature": 3}).to_string(), 400, Some("temperature"), None),
+        (chat, json!({"messages": [{"role": "user", "content": "x"}], "top_p": 0}).to_string(), 400, Some("top_p"), None),
+        (chat, json!({"messages": [{"role": "user", "content": "x"}], "n": 2}).to_string(), 400, Some("n"), None),
+        (chat, json!({"messages": [{"role": "user", "content": "x"}], "max_tokens": 0}).to_string(), 400, Some("max_tokens"), None),
+        (chat, json!({"messages": [{"role": "user", "content": "x"}], "max_tokens": 1000}).to_string(), 400, Some("max_tokens"), Some("context_length_exceeded")),
+        (chat, json!({"messages": [{"role": "user", "content": "x"}], "stop": ["a", "b", "c", "d", "e"]}).to_string(), 400, Some("stop"), None),
+        (chat, json!({"messages": [{"role": "user", "content": "x"}], "logprobs": true}).to_string(), 400, Some("logprobs"), None),
+        (cmpl, json!({"max_tokens": 5}).to_string(), 400, Some("prompt"), None),
+        (cmpl, json!({"prompt": 5}).to_string(), 400, Some("prompt"), None),
+        (cmpl, json!({"prompt": [1, 2, 100000]}).to_string(), 400, Some("prompt"), None),
+        (cmpl, json!({"prompt": long_prompt}).to_string(), 400, Some("prompt"), Some("context_length_exceeded")),
+        (cmpl, json!({"prompt": "x", "max_tokens": -3}).to_string(), 400, Some("max_tokens"), None),
+        (cmpl, json!({"prompt": "x".repeat(5000)}).to_string(), 413, None, Some("request_too_large")),
+    ];
+    for (path, body, status, param, code) in &cases {
+        let r = raw(path, body);
+        assert_eq!(r.status, *status, "{path} {body}: {}", r.body);
+        let e = r.error();
+        assert_eq!(e["param"].as_str(), *param, "{body}: {e}");
+        assert_eq!(e["code"].as_str(), *code, "{body}: {e}");
+        assert_eq!(e["type"], if *status == 413 || *status == 400 { "invalid_request_error" } else { "server_error" });
+    }
+    let r = get(addr, "/v1/chat/completions");
+    assert_eq!(r.status, 405);
+    r.error();
+    let r = get(addr, "/nowhere");
+    assert_eq!(r.status, 404);
+    r.error();
+    // And the server still serves.
+    let (_, _, n) = outcome(&post(addr, cmpl, &json!({"prompt": "ok", "max_tokens": 3, "temperature": 0})), false);
+    assert!(n <= 3);
+    let m = get(addr, "/metrics").body;
+    assert!(m.contains("gemma_requests_total{endpoint=\"/v1/chat/completions\",status=\"400\"} 17"), "{m}");
+}
+
+#[test]
+fn api_key_is_required_when_set() {
+    let server = start(tiny_engine(false), gemma_server::Options { api_key: Some("sesame".into()), ..options(512) });
+    let addr = server.addr();
+    let body = json!({"prompt": "x", "max_tokens": 2}).to_string();
+    let with = |auth: &[(&str, &str)]| send(addr, "POST", "/v1/completions", auth, body.as_bytes());
+    for auth in [&[][..], &[("Authorization", "Bearer wrong")][..], &[("Authorization", "sesame")][..]] {
+        let r = with(auth);
+        assert_eq!(r.status, 401, "{auth:?}");
+        assert_eq!(r.error()["code"], "invalid_api_key");
+    }
+    assert_eq!(with(&[("Authorization", "Bearer sesame")]).status, 200);
+    assert_eq!(get(addr, "/v1/models").status, 401);
+    assert_eq!(get(addr, "/health").status, 200);
+}
+
+#[test]
+fn shutdown_finishes_running_streams_then_refuses() {
+    let server = start(tiny_engine(false), options(512));
+    let addr = server.addr();
+    let mut r = connect(addr, "POST", "/v1/completions", &[], json!({"prompt": "x", "max_tokens": 400, "temperature": 0, "stream": true}).to_string().as_bytes());
+    let (status, _) = read_head(&mut r);
+    assert_eq!(status, 200);
+    server.shutdown();
+    let mut body = Vec::new();
+    while let Some(c) = read_chunk(&mut r) {
+        body.extend(c);
+    }
+    let body = String::from_utf8(body).unwrap();
+    assert!(body.ends_with("data: [DONE]\n\n"), "{body}");
+    assert!(body.contains("\"finish_reason\":\"length\"") || body.contains("\"finish_reason\":\"stop\""), "{body}");
+    server.wait().unwrap();
+    assert!(std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_err(), "still listening");
+}
