@@ -105,62 +105,6 @@ macro_rules! quant_kernels {
             // Every kernel takes one weight row and N activation rows (N = 1 for decode; 4 in prompt processing,
             // where each unpacked weight block then serves four tokens).
 
-            /// Q8_0 × Q8_0: per block, d_w·d_y·Σ w·y.
-            #[target_feature(enable = $features)]
-            pub unsafe fn dot_q8_0<const N: usize>(w: &[u8], a: [&[u8]; N], nb: usize) -> [f32; N] {
-                assert!(w.len() >= nb * 34 && a.iter().all(|a| a.len() >= nb * 34));
-                let mut acc = [_mm256_setzero_ps(); N];
-                for i in 0..nb {
-                    let bw = w.as_ptr().add(i * 34);
-                    let (dw, q) = (f16(bw), _mm256_loadu_si256(bw.add(2) as *const __m256i));
-                    for k in 0..N {
-                        let ba = a[k].as_ptr().add(i * 34);
-                        let s = dot_i8_i8(q, _mm256_loadu_si256(ba.add(2) as *const __m256i));
-                        acc[k] = _mm256_fmadd_ps(_mm256_set1_ps(dw * f16(ba)), _mm256_cvtepi32_ps(s), acc[k]);
-                    }
-                }
-                hsum_n(acc)
-            }
-
-            /// Q4_0 × Q8_0: weights are nibbles - 8.
-            #[target_feature(enable = $features)]
-            pub unsafe fn dot_q4_0<const N: usize>(w: &[u8], a: [&[u8]; N], nb: usize) -> [f32; N] {
-                assert!(w.len() >= nb * 18 && a.iter().all(|a| a.len() >= nb * 34));
-                let mut acc = [_mm256_setzero_ps(); N];
-                for i in 0..nb {
-                    let bw = w.as_ptr().add(i * 18);
-                    let dw = f16(bw);
-                    let q = _mm256_sub_epi8(unpack_nibbles(bw.add(2)), _mm256_set1_epi8(8));
-                    for k in 0..N {
-                        let ba = a[k].as_ptr().add(i * 34);
-                        let s = dot_i8_i8(q, _mm256_loadu_si256(ba.add(2) as *const __m256i));
-                        acc[k] = _mm256_fmadd_ps(_mm256_set1_ps(dw * f16(ba)), _mm256_cvtepi32_ps(s), acc[k]);
-                    }
-                }
-                hsum_n(acc)
-            }
-
-            /// Q5_0 × Q8_0: `{f16 d; u32 qh; u8 qs[16]}`, weights are (nibble | high bit << 4) - 16.
-            #[target_feature(enable = $features)]
-            pub unsafe fn dot_q5_0<const N: usize>(w: &[u8], a: [&[u8]; N], nb: usize) -> [f32; N] {
-                assert!(w.len() >= nb * 22 && a.iter().all(|a| a.len() >= nb * 34));
-                let mut acc = [_mm256_setzero_ps(); N];
-                for i in 0..nb {
-                    let bw = w.as_ptr().add(i * 22);
-                    let dw = f16(bw);
-                    let qh = u32::from_le_bytes([*bw.add(2), *bw.add(3), *bw.add(4), *bw.add(5)]);
-                    // Without the high bit, nibble - 16 is the nibble with 0xF0 set (as i8); with it, the nibble.
-                    let high = _mm256_andnot_si256(bytes_from_bits(qh), _mm256_set1_epi8(0xF0u8 as i8));
-                    let q = _mm256_or_si256(unpack_nibbles(bw.add(6)), high);
-                    for k in 0..N {
-                        let ba = a[k].as_ptr().add(i * 34);
-                        let s = dot_i8_i8(q, _mm256_loadu_si256(ba.add(2) as *const __m256i));
-                        acc[k] = _mm256_fmadd_ps(_mm256_set1_ps(dw * f16(ba)), _mm256_cvtepi32_ps(s), acc[k]);
-                    }
-                }
-                hsum_n(acc)
-            }
-
             /// Σ_sub m · (bsum[2 sub] + bsum[2 sub + 1]) for a Q8_K block at `ba`.
             #[inline]
             unsafe fn q8k_min_sum(ba: *const u8, m: &[i32; 8]) -> i32 {
@@ -326,9 +270,10 @@ macro_rules! quant_kernels {
                 // Each kernel asserts that its slices hold `n` elements' worth of blocks.
                 {
                     Some(match dtype {
-                        DType::Q8_0 => dot_q8_0(w, a, n / 32),
-                        DType::Q4_0 => dot_q4_0(w, a, n / 32),
-                        DType::Q5_0 => dot_q5_0(w, a, n / 32),
+                        // One weight row: the legacy types' tile kernel with R = 1.
+                        DType::Q8_0 => tile_legacy::<1, N, 0>([w], a, n / 32)[0],
+                        DType::Q4_0 => tile_legacy::<1, N, 1>([w], a, n / 32)[0],
+                        DType::Q5_0 => tile_legacy::<1, N, 2>([w], a, n / 32)[0],
                         DType::Q4_K => dot_q4_k(w, a, n / 256),
                         DType::Q6_K => dot_q6_k(w, a, n / 256),
                         _ => return None,
