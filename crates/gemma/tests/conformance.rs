@@ -8,7 +8,7 @@
 //! Tolerance: max |logit difference| <= 1e-4 with f32 weights. The logits are O(10) and every operation is f32;
 //! the differences come only from summation order (ours vs PyTorch's), ~1e-6 relative.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use gemma::kernels::ThreadPool;
 use gemma::model::{load, Chunk, LogitsWanted, Model, Scratch};
@@ -230,4 +230,3 @@ fn sliding_window_ring_stays_bounded() {
     assert!(bytes <= global_max + local, "{bytes}");
 }
 
-fn _unused(_: &Path) {}

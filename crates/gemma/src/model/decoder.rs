@@ -5,7 +5,7 @@
 //! positions all go through the same code. The tokens of all chunks are stacked into one activation matrix, so
 //! every weight matrix is read once per call; attention then runs per sequence against its own cache.
 
-use super::config::{AttentionScope, Config};
+use super::config::Config;
 use super::state::SeqState;
 use super::weights::Weights;
 use crate::kernels::ops::{geglu, rms_norm, rms_norm_inplace, rope_apply_cs, rope_cos_sin, rope_inv_freq, softcap};
@@ -210,7 +210,7 @@ impl Model {
                     kv.k[slot * kvd..(slot + 1) * kvd].copy_from_slice(&k[(row + i) * kvd..(row + i + 1) * kvd]);
                     kv.v[slot * kvd..(slot + 1) * kvd].copy_from_slice(&v[(row + i) * kvd..(row + i + 1) * kvd]);
                 }
-                self.attend(pool, l, kv, p0, &q[row * qd..(row + n) * qd], &mut att[row * qd..(row + n) * qd]);
+                self.attend(pool, kv, p0, &q[row * qd..(row + n) * qd], &mut att[row * qd..(row + n) * qd]);
                 row += n;
             }
             matmul(pool, &lw.o, att, y, &mut s.acts);
@@ -260,14 +260,13 @@ impl Model {
 
     /// Causal attention of `n` new queries (positions `p0..p0+n`, already in the cache) over the cached keys
     /// each may see. Parallel over (query, head); softmax computed online in blocks, with no score buffer.
-    fn attend(&self, pool: &ThreadPool, l: usize, kv: &super::state::KvLayer, p0: usize, q: &[f32], out: &mut [f32]) {
+    fn attend(&self, pool: &ThreadPool, kv: &super::state::KvLayer, p0: usize, q: &[f32], out: &mut [f32]) {
         let c = &self.config;
         let (hd, qd, kvd, group) = (c.head_dim, c.q_dim(), c.kv_dim(), c.group_size());
         let n = q.len() / qd;
         let n_heads = c.n_heads;
         let scale = c.query_scale;
         let cap = c.attn_softcap;
-        let _ = l;
         let out_ptr = SyncPtr(out.as_mut_ptr());
         pool.run(n * n_heads, &|task| {
             let (i, h) = (task / n_heads, task % n_heads);
@@ -314,7 +313,6 @@ impl Model {
             let inv = 1.0 / sum;
             o.iter_mut().for_each(|v| *v *= inv);
         });
-        let _ = AttentionScope::Global;
     }
 }
 
