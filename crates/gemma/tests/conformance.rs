@@ -12,6 +12,7 @@ use std::path::PathBuf;
 
 use gemma::kernels::ThreadPool;
 use gemma::model::{load, Chunk, LogitsWanted, Model, Scratch};
+use gemma::runtime::sampler::argmax;
 use serde::Deserialize;
 
 const F32_TOLERANCE: f32 = 1e-4;
@@ -95,16 +96,6 @@ fn max_diff(a: &[Vec<f32>], b: &[Vec<f32>]) -> (f32, usize) {
         }
     }
     worst
-}
-
-fn argmax(row: &[f32]) -> u32 {
-    let mut best = 0;
-    for (i, v) in row.iter().enumerate() {
-        if *v > row[best] {
-            best = i;
-        }
-    }
-    best as u32
 }
 
 fn greedy(model: &Model, pool: &ThreadPool, prompt: &[u32], n: usize) -> Vec<u32> {

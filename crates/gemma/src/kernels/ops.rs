@@ -92,18 +92,6 @@ pub fn rope_apply_cs(x: &mut [f32], cs: &[f32]) {
     }
 }
 
-pub fn rope_apply(x: &mut [f32], pos: usize, inv_freq: &[f32]) {
-    let half = inv_freq.len();
-    let (a, b) = x.split_at_mut(half);
-    for i in 0..half {
-        let angle = (pos as f32 * inv_freq[i]) as f64;
-        let (sin, cos) = (angle.sin() as f32, angle.cos() as f32);
-        let (x0, x1) = (a[i], b[i]);
-        a[i] = x0 * cos - x1 * sin;
-        b[i] = x1 * cos + x0 * sin;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -114,6 +102,13 @@ mod tests {
         softmax(&mut x);
         assert!((x.iter().sum::<f32>() - 1.0).abs() < 1e-6);
         assert!(x[3] == 0.0 && x[2] > x[1]);
+    }
+
+    /// Rotate one head to `pos` the way the decoder does: the angles' cos/sin, then the rotation.
+    fn rope_apply(x: &mut [f32], pos: usize, inv_freq: &[f32]) {
+        let mut cs = vec![0f32; 2 * inv_freq.len()];
+        rope_cos_sin(pos, inv_freq, &mut cs);
+        rope_apply_cs(x, &cs);
     }
 
     #[test]
