@@ -70,6 +70,21 @@ impl Bytes {
     pub fn is_aligned(&self, align: usize) -> bool {
         (self.as_slice().as_ptr() as usize) % align == 0
     }
+    /// Drop this range's pages of a mapped file from our resident set (after copying it elsewhere): a later
+    /// read faults them back in from the file. No-op for owned bytes.
+    pub fn release_pages(&self) {
+        if let Backing::Mmap(m) = &*self.backing {
+            // Whole pages inside the range only, so neighbouring tensors keep theirs.
+            let page = 4096;
+            let (a, b) = (self.start.next_multiple_of(page), (self.start + self.len) / page * page);
+            if b > a {
+                // SAFETY: DONTNEED on a read-only, private file mapping only discards our copies of clean pages;
+                // their contents are unchanged on the next access (re-read from the file), so no reference into
+                // the map observes a difference.
+                let _ = unsafe { m.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, a, b - a) };
+            }
+        }
+    }
     pub fn is_mapped(&self) -> bool {
         matches!(*self.backing, Backing::Mmap(_))
     }

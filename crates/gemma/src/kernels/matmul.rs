@@ -5,31 +5,72 @@
 //! Work is split over output rows, so each weight row is read once per call whatever the batch size.
 
 use super::dot::Kernels;
+use super::packed::{self, PackedActs};
 use super::{SyncPtr, ThreadPool};
 use crate::formats::Bytes;
 use crate::quant::{quantize_acts, ActFormat, DType, QuantizedActs};
 
 
-/// A 2-D weight, `rows × cols`, row-major, each row `dtype.row_bytes(cols)` bytes.
+/// A 2-D weight, `rows × cols`, each row `dtype.row_bytes(cols)` bytes: row-major as stored, or, for the
+/// legacy block types when the kernels want it, 16 rows interleaved ([`packed`]; same bytes, re-laid).
 #[derive(Clone)]
 pub struct Matrix {
     pub dtype: DType,
     pub rows: usize,
     pub cols: usize,
     pub data: Bytes,
+    /// `data` is in the 16-row packed layout.
+    pub packed: bool,
 }
 
 impl Matrix {
+    /// A row-major matrix; `data` holds `rows` rows of `dtype.row_bytes(cols)` bytes (checked by the caller).
+    pub fn new(dtype: DType, rows: usize, cols: usize, data: Bytes) -> Matrix {
+        Matrix { dtype, rows, cols, data, packed: false }
+    }
+
+    /// The same matrix in the layout the chosen kernels read fastest: legacy block types are packed 16 rows at
+    /// a time into a buffer of our own (the file's pages are then released, so resident memory does not
+    /// double); everything else stays as it is.
+    pub fn in_kernel_layout(self) -> Matrix {
+        if self.packed || !packed::packable(self.dtype) || self.rows % packed::GROUP != 0 || Kernels::get().packed_tile1.is_none() {
+            return self;
+        }
+        let len = self.data.len();
+        // 64-byte aligned start, so that each 512-bit load of a packed block stays in one cache line.
+        let mut buf = vec![0u8; len + 63];
+        let start = buf.as_ptr().align_offset(64);
+        // A slice of rows at a time, releasing the file's pages behind us: peak memory grows by one slice.
+        let rb = self.row_bytes();
+        let slice_rows = (1 << 20) / rb / packed::GROUP * packed::GROUP + packed::GROUP;
+        for r0 in (0..self.rows).step_by(slice_rows) {
+            let rows = slice_rows.min(self.rows - r0);
+            let src = self.data.slice(r0 * rb, rows * rb);
+            packed::pack(self.dtype, rows, self.cols, src.as_slice(), &mut buf[start + r0 * rb..start + (r0 + rows) * rb]);
+            src.release_pages();
+        }
+        Matrix { data: Bytes::from_vec(buf).slice(start, len), packed: true, ..self }
+    }
+
     pub fn row_bytes(&self) -> usize {
         self.dtype.row_bytes(self.cols).expect("validated at load")
     }
+    /// Row `r` as stored (row-major matrices only).
     pub fn row(&self, r: usize) -> &[u8] {
+        debug_assert!(!self.packed);
         let rb = self.row_bytes();
         &self.data.as_slice()[r * rb..(r + 1) * rb]
     }
     /// Row `r` widened to f32 (embedding lookup).
     pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
-        crate::quant::dequantize_row(self.dtype, self.row(r), out);
+        if self.packed {
+            // One row of 16 KiB at most for Gemma's widths: a small copy per looked-up token.
+            let mut row = vec![0u8; self.row_bytes()];
+            packed::unpack_row(self.dtype, self.cols, self.data.as_slice(), r, &mut row);
+            crate::quant::dequantize_row(self.dtype, &row, out);
+        } else {
+            crate::quant::dequantize_row(self.dtype, self.row(r), out);
+        }
     }
     pub fn n_bytes(&self) -> usize {
         self.data.len()
@@ -53,6 +94,8 @@ fn rows_per_task(rows: usize, n_threads: usize) -> usize {
 pub struct ActCache {
     /// Indexed by `ActFormat as usize`; only the quantized formats are used.
     slots: [QuantizedActs; 4],
+    /// The Q8_0 slot re-laid for packed weights.
+    packed: PackedActs,
 }
 
 fn slot(f: ActFormat) -> usize {
@@ -77,6 +120,7 @@ pub fn matmul_many(pool: &ThreadPool, x: &[f32], jobs: &mut [(&Matrix, &mut [f32
     let n = x.len() / cols;
     debug_assert_eq!(x.len(), n * cols);
     let mut quantized = [false; 4];
+    let mut any_packed = false;
     for (w, out) in jobs.iter() {
         debug_assert_eq!(w.cols, cols);
         debug_assert_eq!(out.len(), n * w.rows);
@@ -85,6 +129,10 @@ pub fn matmul_many(pool: &ThreadPool, x: &[f32], jobs: &mut [(&Matrix, &mut [f32
             quantize_acts(f, x, cols, &mut acts.slots[slot(f)]);
             quantized[slot(f)] = true;
         }
+        any_packed |= w.packed;
+    }
+    if any_packed {
+        acts.packed.fill_from(&acts.slots[slot(ActFormat::Q8_0)]);
     }
     let acts: &ActCache = acts;
     let k = Kernels::get();
@@ -96,6 +144,9 @@ pub fn matmul_many(pool: &ThreadPool, x: &[f32], jobs: &mut [(&Matrix, &mut [f32
     let mut outs: [Option<(SyncPtr<f32>, &Matrix)>; MAX_JOBS] = [None; MAX_JOBS];
     for (j, (w, o)) in jobs.iter_mut().enumerate() {
         step[j] = rows_per_task(w.rows, pool.n_threads());
+        if w.packed {
+            step[j] = step[j].next_multiple_of(packed::GROUP);
+        }
         first_task[j + 1] = first_task[j] + w.rows.div_ceil(step[j]);
         outs[j] = Some((SyncPtr(o.as_mut_ptr()), &**w));
     }
@@ -105,6 +156,11 @@ pub fn matmul_many(pool: &ThreadPool, x: &[f32], jobs: &mut [(&Matrix, &mut [f32
         let (out_ptr, w) = outs[j].unwrap();
         let r0 = (i - first_task[j]) * step[j];
         let r1 = (r0 + step[j]).min(w.rows);
+        if w.packed {
+            // SAFETY: task i alone writes rows r0..r1 (whole groups) of job j's output, for every t.
+            unsafe { packed_rows(k, w, &acts.packed, r0, r1, n, out_ptr) };
+            return;
+        }
         let qa = &acts.slots[slot(w.dtype.act_format())];
         let mut r_done = r0;
         if w.dtype.is_quantized() {
@@ -162,6 +218,37 @@ pub fn matmul_many(pool: &ThreadPool, x: &[f32], jobs: &mut [(&Matrix, &mut [f32
             }
         }
     });
+}
+
+/// Rows `r0..r1` (whole 16-row groups) of a packed matrix × every activation row: four tokens at a time, so
+/// each unpacked block serves four, then the rest one by one.
+///
+/// # Safety
+/// `out` must point to an `n × w.rows` buffer whose rows `r0..r1` no other thread writes meanwhile.
+unsafe fn packed_rows(k: &Kernels, w: &Matrix, pa: &PackedActs, r0: usize, r1: usize, n: usize, out: SyncPtr<f32>) {
+    let (tile1, tile4) = (k.packed_tile1.expect("packed only when the kernels have tiles"), k.packed_tile4.expect("as tile1"));
+    let nb = w.cols / 32;
+    let gb = nb * packed::block_bytes(w.dtype);
+    let data = w.data.as_slice();
+    let put = |t: usize, r: usize, v: &[f32; packed::GROUP]| {
+        // SAFETY: the caller's contract; r..r + 16 lies in r0..r1.
+        unsafe { std::ptr::copy_nonoverlapping(v.as_ptr(), out.get().add(t * w.rows + r), packed::GROUP) };
+    };
+    for g in r0 / packed::GROUP..r1 / packed::GROUP {
+        let wg = &data[g * gb..(g + 1) * gb];
+        let r = g * packed::GROUP;
+        let mut t = 0;
+        while t + 4 <= n {
+            let v = tile4(w.dtype, wg, [pa.row(t), pa.row(t + 1), pa.row(t + 2), pa.row(t + 3)], nb);
+            for (dt, v) in v.iter().enumerate() {
+                put(t + dt, r, v);
+            }
+            t += 4;
+        }
+        for t in t..n {
+            put(t, r, &tile1(w.dtype, wg, pa.row(t), nb));
+        }
+    }
 }
 
 /// View little-endian f32 bytes as f32s; copies nothing when aligned (always, for tensors we load).

@@ -6,11 +6,14 @@
 pub mod dot;
 pub mod matmul;
 pub mod ops;
+pub mod packed;
 pub mod pool;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 #[cfg(target_arch = "x86_64")]
 mod x86_quant;
+#[cfg(target_arch = "x86_64")]
+mod x86_packed;
 
 pub use matmul::{matmul, matmul_many, ActCache, Matrix};
 pub use pool::ThreadPool;

@@ -215,5 +215,5 @@ fn to_matrix(file: &std::path::Path, name: &str, t: &Tensor, rows: usize, cols: 
     if t.dtype == DType::F32 && !data.is_aligned(4) {
         data = data.copy_aligned();
     }
-    Ok(Matrix { dtype: t.dtype, rows, cols, data })
+    Ok(Matrix::new(t.dtype, rows, cols, data).in_kernel_layout())
 }
