@@ -2,10 +2,12 @@
 //! (`shared/refs/llamacpp_greedy.json`, next to the repository).
 //!
 //! Skipped, with a notice, unless `GEMMA_MODEL` names the model file (`scripts/fetch-model.sh` fetches it).
-//! Teacher forcing: the prompt and llama.cpp's first 24 generated tokens go through the model, and at each of
-//! those 24 positions our most likely next token must be llama.cpp's, except at a numerical near-tie: our top
-//! two logits within [`NEAR_TIE`] and llama.cpp's token our second choice (quantized activations legitimately
-//! tip such ties either way).
+//! Teacher forcing: the prompt and llama.cpp's first 24 generated tokens go through the model in one pass, as
+//! through llama.cpp's (tests/fixtures/llamacpp/teacher_forced.json, llama.cpp's batch logits), and at each of
+//! those 24 positions our most likely next token must be llama.cpp's, except at a numerical near-tie (either
+//! engine's top two within [`NEAR_TIE`] and the other's choice its second: quantized activations legitimately
+//! tip such ties either way); logits of its 8 most likely tokens agree within [`LOGIT_TOL`].
+//! Decoding through the cache is checked against llama.cpp's greedy (token-by-token) choices.
 
 use std::path::PathBuf;
 
@@ -15,6 +17,11 @@ use gemma::model::{AttentionScope, Chunk, LogitsWanted, Model, Scratch};
 
 const N_CHECKED: usize = 24;
 const NEAR_TIE: f32 = 0.25;
+/// Largest allowed |our logit - llama.cpp's| over its 8 most likely tokens, teacher-forced. Both engines do the
+/// same integer block products, but llama.cpp keeps K/V in f16 and sums in another order; through 18 layers
+/// of re-quantized activations that moves logits by up to ~0.3 (measured 0.2-0.3 across our scalar, AVX2 and
+/// AVX-512 kernels, which differ from each other by as much).
+const LOGIT_TOL: f32 = 1.5;
 
 fn model_path() -> Option<PathBuf> {
     match std::env::var_os("GEMMA_MODEL") {
@@ -116,6 +123,13 @@ fn real_model_config() {
     assert_eq!(file.get_arr("tokenizer.ggml.tokens").unwrap().unwrap().len(), 262144);
 }
 
+/// llama.cpp's batch logits for the same sequences (tools/fixtures/llamacpp_teacher_forced.py): per prompt the
+/// ids and, at each checked position, its 8 largest logits.
+fn batch_reference() -> serde_json::Value {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/llamacpp/teacher_forced.json");
+    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+}
+
 #[test]
 fn teacher_forced_matches_llamacpp() {
     let Some(path) = model_path() else { return };
@@ -123,27 +137,38 @@ fn teacher_forced_matches_llamacpp() {
     let pool = ThreadPool::new(2);
     let mut scratch = Scratch::new();
     let vocab = model.config.vocab_size;
-    let (mut matched, mut ties, mut bad) = (0, Vec::new(), Vec::new());
-    for case in cases() {
-        let mut tokens = case.prompt_ids.clone();
-        tokens.extend_from_slice(&case.generated[..N_CHECKED]);
+    let reference = batch_reference();
+    let (mut matched, mut ties, mut bad, mut max_diff) = (0, Vec::new(), Vec::new(), 0f32);
+    for (prompt, r) in reference["prompts"].as_object().unwrap() {
+        let tokens: Vec<u32> = r["ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+        let n_prompt = r["n_prompt"].as_u64().unwrap() as usize;
         let mut state = model.new_state(tokens.len());
         let t = std::time::Instant::now();
         model.forward(&pool, &mut [Chunk { tokens: &tokens, state: &mut state, logits: LogitsWanted::All }], &mut scratch).unwrap();
-        eprintln!("{:?}: {} tokens in one pass, {:.2?}", case.prompt, tokens.len(), t.elapsed());
+        eprintln!("{prompt:?}: {} tokens in one pass, {:.2?}", tokens.len(), t.elapsed());
         let logits = scratch.logits(0, vocab);
-        for k in 0..N_CHECKED {
+        for (k, top) in r["top"].as_array().unwrap().iter().enumerate() {
             // The logits at position p predict token p + 1.
-            let p = case.prompt_ids.len() - 1 + k;
-            match judge(&logits[p * vocab..(p + 1) * vocab], case.generated[k], k) {
+            let p = n_prompt - 1 + k;
+            let ours = &logits[p * vocab..(p + 1) * vocab];
+            let theirs: Vec<(usize, f32)> = top.as_array().unwrap().iter().map(|e| (e[0].as_u64().unwrap() as usize, e[1].as_f64().unwrap() as f32)).collect();
+            for &(id, v) in &theirs {
+                max_diff = max_diff.max((ours[id] - v).abs());
+            }
+            let their_gap = theirs[0].1 - theirs[1].1;
+            match judge(ours, theirs[0].0 as u32, k) {
                 Verdict::Match => matched += 1,
-                Verdict::NearTie(s) => ties.push(format!("{:?} {s}", case.prompt)),
-                Verdict::Mismatch(s) => bad.push(format!("{:?} {s}", case.prompt)),
+                Verdict::NearTie(s) => ties.push(format!("{prompt:?} {s}")),
+                // Also a near-tie when llama.cpp's own top two are that close and we chose its second.
+                Verdict::Mismatch(s) if their_gap <= NEAR_TIE && top2(ours).0 == theirs[1].0 => ties.push(format!("{prompt:?} {s} (llama.cpp's gap {their_gap:.3})")),
+                Verdict::Mismatch(s) => bad.push(format!("{prompt:?} {s}")),
             }
         }
     }
-    eprintln!("teacher-forced: {matched} of {} positions match llama.cpp; near-ties: {ties:#?}", 3 * N_CHECKED);
+    let n = 3 * N_CHECKED;
+    eprintln!("teacher-forced: {matched} of {n} positions match llama.cpp's batch argmax; near-ties: {ties:#?}; max |logit diff| over its top 8 = {max_diff:.3}");
     assert!(bad.is_empty(), "mismatches: {bad:#?}");
+    assert!(max_diff <= LOGIT_TOL, "logits differ from llama.cpp's by {max_diff} > {LOGIT_TOL}");
 }
 
 #[test]

@@ -23,8 +23,11 @@ pub struct Kernels {
     pub dot_rows4: fn(DType, [&[u8]; 4], &[u8], usize) -> [f32; 4],
     /// Four weight rows × four activation rows (prompt processing): `[row][token]`.
     pub dot_tile4: fn(DType, [&[u8]; 4], [&[u8]; 4], usize) -> [[f32; 4]; 4],
-    /// A 16-row packed group ([`super::packed`]) × one activation row, `nb` blocks: `[row]`. None: the
-    /// variant keeps legacy weights row-major.
+    /// The weight types this variant reads in the 16-row packed layout ([`super::packed`]); the others stay
+    /// row-major.
+    pub packed_types: &'static [DType],
+    /// A 16-row packed group × one activation row (packed Q8_0 rows for the legacy types, Q8_K rows for the
+    /// k-quants), `nb` blocks: `[row]`.
     pub packed_tile1: Option<fn(DType, &[u8], &[u8], usize) -> [f32; 16]>,
     /// A 16-row packed group × four activation rows: `[token][row]`.
     pub packed_tile4: Option<fn(DType, &[u8], [&[u8]; 4], usize) -> [[f32; 16]; 4]>,
@@ -42,7 +45,7 @@ fn scalar_dot_q4(dtype: DType, w: &[u8], a: [&[u8]; 4], n: usize) -> [f32; 4] {
     a.map(|a| quant::vec_dot(dtype, w, a, n))
 }
 
-static SCALAR: Kernels = Kernels { name: "scalar", dot_f32: scalar::dot_f32, dot_bf16: scalar::dot_bf16, dot_f16: scalar::dot_f16, dot_q: quant::vec_dot, dot_q4: scalar_dot_q4, dot_rows4: scalar_dot_rows4, dot_tile4: scalar_dot_tile4, packed_tile1: None, packed_tile4: None };
+static SCALAR: Kernels = Kernels { name: "scalar", dot_f32: scalar::dot_f32, dot_bf16: scalar::dot_bf16, dot_f16: scalar::dot_f16, dot_q: quant::vec_dot, dot_q4: scalar_dot_q4, dot_rows4: scalar_dot_rows4, dot_tile4: scalar_dot_tile4, packed_types: &[], packed_tile1: None, packed_tile4: None };
 
 #[cfg(target_arch = "x86_64")]
 static AVX2: Kernels = Kernels {
@@ -54,6 +57,7 @@ static AVX2: Kernels = Kernels {
     dot_q4: super::x86::avx2::dot_q4,
     dot_rows4: super::x86::avx2::dot_rows4,
     dot_tile4: super::x86::avx2::dot_tile4,
+    packed_types: &[DType::Q8_0, DType::Q4_0, DType::Q5_0],
     packed_tile1: Some(super::x86_packed::avx2::tile1),
     packed_tile4: Some(super::x86_packed::avx2::tile4),
 };
@@ -68,6 +72,7 @@ static AVX512: Kernels = Kernels {
     dot_q4: super::x86::avx512::dot_q4,
     dot_rows4: super::x86::avx512::dot_rows4,
     dot_tile4: super::x86::avx512::dot_tile4,
+    packed_types: &[DType::Q8_0, DType::Q4_0, DType::Q5_0, DType::Q4_K, DType::Q6_K],
     packed_tile1: Some(super::x86_packed::avx512::tile1),
     packed_tile4: Some(super::x86_packed::avx512::tile4),
 };

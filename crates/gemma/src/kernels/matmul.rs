@@ -29,14 +29,14 @@ impl Matrix {
         Matrix { dtype, rows, cols, data, packed: false }
     }
 
-    /// The same matrix in the layout the chosen kernels read fastest: legacy block types are packed 16 rows at
-    /// a time into a buffer of our own (the file's pages are then released, so resident memory does not
-    /// double); everything else stays as it is.
+    /// The same matrix in the layout the chosen kernels read fastest: the block types they list in
+    /// `packed_types` are packed 16 rows at a time into a buffer of our own (the file's pages are released as
+    /// packing proceeds, so resident memory does not double); everything else stays as it is.
     pub fn in_kernel_layout(self) -> Matrix {
-        if self.packed || !packed::packable(self.dtype) || self.rows % packed::GROUP != 0 || Kernels::get().packed_tile1.is_none() {
+        if self.packed || self.rows % packed::GROUP != 0 || !Kernels::get().packed_types.contains(&self.dtype) {
             return self;
         }
-        let len = self.data.len();
+        let len = packed::packed_len(self.dtype, self.rows, self.cols);
         // 64-byte aligned start, so that each 512-bit load of a packed block stays in one cache line.
         let mut buf = vec![0u8; len + 63];
         let start = buf.as_ptr().align_offset(64);
@@ -46,7 +46,8 @@ impl Matrix {
         for r0 in (0..self.rows).step_by(slice_rows) {
             let rows = slice_rows.min(self.rows - r0);
             let src = self.data.slice(r0 * rb, rows * rb);
-            packed::pack(self.dtype, rows, self.cols, src.as_slice(), &mut buf[start + r0 * rb..start + (r0 + rows) * rb]);
+            let at = start + packed::packed_len(self.dtype, r0, self.cols);
+            packed::pack(self.dtype, rows, self.cols, src.as_slice(), &mut buf[at..at + packed::packed_len(self.dtype, rows, self.cols)]);
             src.release_pages();
         }
         Matrix { data: Bytes::from_vec(buf).slice(start, len), packed: true, ..self }
@@ -129,7 +130,7 @@ pub fn matmul_many(pool: &ThreadPool, x: &[f32], jobs: &mut [(&Matrix, &mut [f32
             quantize_acts(f, x, cols, &mut acts.slots[slot(f)]);
             quantized[slot(f)] = true;
         }
-        any_packed |= w.packed;
+        any_packed |= w.packed && !packed::is_k(w.dtype);
     }
     if any_packed {
         acts.packed.fill_from(&acts.slots[slot(ActFormat::Q8_0)]);
@@ -158,7 +159,7 @@ pub fn matmul_many(pool: &ThreadPool, x: &[f32], jobs: &mut [(&Matrix, &mut [f32
         let r1 = (r0 + step[j]).min(w.rows);
         if w.packed {
             // SAFETY: task i alone writes rows r0..r1 (whole groups) of job j's output, for every t.
-            unsafe { packed_rows(k, w, &acts.packed, r0, r1, n, out_ptr) };
+            unsafe { packed_rows(k, w, acts, r0, r1, n, out_ptr) };
             return;
         }
         let qa = &acts.slots[slot(w.dtype.act_format())];
@@ -225,9 +226,11 @@ pub fn matmul_many(pool: &ThreadPool, x: &[f32], jobs: &mut [(&Matrix, &mut [f32
 ///
 /// # Safety
 /// `out` must point to an `n × w.rows` buffer whose rows `r0..r1` no other thread writes meanwhile.
-unsafe fn packed_rows(k: &Kernels, w: &Matrix, pa: &PackedActs, r0: usize, r1: usize, n: usize, out: SyncPtr<f32>) {
+unsafe fn packed_rows(k: &Kernels, w: &Matrix, acts: &ActCache, r0: usize, r1: usize, n: usize, out: SyncPtr<f32>) {
     let (tile1, tile4) = (k.packed_tile1.expect("packed only when the kernels have tiles"), k.packed_tile4.expect("as tile1"));
-    let nb = w.cols / 32;
+    // The k-quants read the Q8_K rows as they are; the legacy types their packed Q8_0 rows.
+    let row = |t: usize| if packed::is_k(w.dtype) { acts.slots[slot(ActFormat::Q8_K)].row(t) } else { acts.packed.row(t) };
+    let nb = w.cols / w.dtype.block_len();
     let gb = nb * packed::block_bytes(w.dtype);
     let data = w.data.as_slice();
     let put = |t: usize, r: usize, v: &[f32; packed::GROUP]| {
@@ -239,14 +242,14 @@ unsafe fn packed_rows(k: &Kernels, w: &Matrix, pa: &PackedActs, r0: usize, r1: u
         let r = g * packed::GROUP;
         let mut t = 0;
         while t + 4 <= n {
-            let v = tile4(w.dtype, wg, [pa.row(t), pa.row(t + 1), pa.row(t + 2), pa.row(t + 3)], nb);
+            let v = tile4(w.dtype, wg, [row(t), row(t + 1), row(t + 2), row(t + 3)], nb);
             for (dt, v) in v.iter().enumerate() {
                 put(t + dt, r, v);
             }
             t += 4;
         }
         for t in t..n {
-            put(t, r, &tile1(w.dtype, wg, pa.row(t), nb));
+            put(t, r, &tile1(w.dtype, wg, row(t), nb));
         }
     }
 }

@@ -16,6 +16,15 @@
 //!
 //! With unsigned codes `c = q + offset`: Σ q·a = Σ c·a − offset·Σ a, and Σ a is computed once per activation
 //! block ([`PackedActs`]), so the kernels need no sign tricks.
+//!
+//! The k-quants Q4_K and Q6_K (256-value super-blocks, llama.cpp's `Q4_K_M` mix) get the same treatment, one
+//! super-block of 16 rows at a time, and meet the Q8_K activation rows as they are:
+//! - Q4_K: `d[16]`, `dmin[16]` (f16), then the 6-bit scales `sc[s][j]` and mins `m[s][j]` unpacked to bytes
+//!   (128 + 128 bytes, where the file packs them in 12 per row: 4 bytes more per row and super-block), then
+//!   per sub-block `s` of 32 values 256 bytes of nibbles laid as Q4_0's;
+//! - Q6_K: `d[16]`, the signed scales of sub-block pairs `sc[p][j][2]` (256 bytes), per 32 values (`u`) 256
+//!   bytes of low nibbles laid as Q4_0's, then per `u` 128 bytes of top bit pairs: bits `2i..2i+2` of byte
+//!   `64h + 4j + e` = top bits of value `32u + 4(h + 2i) + e` (the code is stored + 32, as in the file).
 
 use crate::quant::{DType, QuantizedActs};
 
@@ -24,12 +33,25 @@ pub const GROUP: usize = 16;
 
 /// Whether `dtype` has a packed layout.
 pub fn packable(dtype: DType) -> bool {
-    matches!(dtype, DType::Q8_0 | DType::Q4_0 | DType::Q5_0)
+    matches!(dtype, DType::Q8_0 | DType::Q4_0 | DType::Q5_0 | DType::Q4_K | DType::Q6_K)
 }
 
-/// Bytes of one packed block (16 rows × 32 values).
+/// Whether `dtype` is a k-quant (256-value super-blocks, Q8_K activations).
+pub fn is_k(dtype: DType) -> bool {
+    matches!(dtype, DType::Q4_K | DType::Q6_K)
+}
+
+/// Bytes of one packed block (16 rows × one block of `dtype`).
 pub fn block_bytes(dtype: DType) -> usize {
-    GROUP * dtype.block_bytes()
+    match dtype {
+        DType::Q4_K => GROUP * (dtype.block_bytes() + 4),
+        _ => GROUP * dtype.block_bytes(),
+    }
+}
+
+/// Bytes of a packed `rows × cols` matrix.
+pub fn packed_len(dtype: DType, rows: usize, cols: usize) -> usize {
+    rows / GROUP * (cols / dtype.block_len()) * block_bytes(dtype)
 }
 
 /// The code offset of each type: stored value = code − offset.
@@ -97,47 +119,191 @@ fn block_of(dtype: DType, d: [u8; 2], c: &[u8; 32], out: &mut [u8]) {
     }
 }
 
-/// Pack `rows × cols` of `dtype` (rows a multiple of [`GROUP`]) into `out` (the same number of bytes).
+/// Pack `rows × cols` of `dtype` (rows a multiple of [`GROUP`]) into `out` ([`packed_len`] bytes).
 pub fn pack(dtype: DType, rows: usize, cols: usize, src: &[u8], out: &mut [u8]) {
     assert!(packable(dtype) && rows % GROUP == 0);
-    let (bb, nb) = (dtype.block_bytes(), cols / 32);
+    let (bb, nb) = (dtype.block_bytes(), cols / dtype.block_len());
     let rb = nb * bb;
-    assert!(src.len() == rows * rb && out.len() == src.len());
+    assert!(src.len() == rows * rb && out.len() == packed_len(dtype, rows, cols));
     let pb = block_bytes(dtype);
     for g in 0..rows / GROUP {
         for b in 0..nb {
             let dst = &mut out[(g * nb + b) * pb..(g * nb + b + 1) * pb];
             for j in 0..GROUP {
                 let blk = &src[(g * GROUP + j) * rb + b * bb..][..bb];
-                dst[2 * j..2 * j + 2].copy_from_slice(&blk[..2]);
-                let c = codes_of(dtype, blk);
-                put_codes(dtype, dst, j, &c);
+                match dtype {
+                    DType::Q4_K => put_q4_k(dst, j, blk),
+                    DType::Q6_K => put_q6_k(dst, j, blk),
+                    _ => {
+                        dst[2 * j..2 * j + 2].copy_from_slice(&blk[..2]);
+                        put_codes(dtype, dst, j, &codes_of(dtype, blk));
+                    }
+                }
             }
         }
     }
 }
 
+/// Nibbles of 32 codes at `q` in Q4_0's packed order (lane `j`): byte `64c + 4j + e` = code `4c + e` | code `4(c + 4) + e` << 4.
+fn put_nibbles(q: &mut [u8], j: usize, c: &[u8]) {
+    for c4 in 0..4 {
+        for e in 0..4 {
+            q[64 * c4 + 4 * j + e] = (c[4 * c4 + e] & 0x0F) | (c[4 * (c4 + 4) + e] & 0x0F) << 4;
+        }
+    }
+}
+
+fn get_nibbles(q: &[u8], j: usize, c: &mut [u8]) {
+    for c4 in 0..4 {
+        for e in 0..4 {
+            let b = q[64 * c4 + 4 * j + e];
+            c[4 * c4 + e] = b & 0x0F;
+            c[4 * (c4 + 4) + e] = b >> 4;
+        }
+    }
+}
+
+/// Q4_K's 8 scales and 8 mins from their 12 packed bytes, and back.
+fn q4_k_scales(s: &[u8]) -> ([u8; 8], [u8; 8]) {
+    let (mut sc, mut m) = ([0u8; 8], [0u8; 8]);
+    for j in 0..8 {
+        (sc[j], m[j]) = if j < 4 { (s[j] & 63, s[j + 4] & 63) } else { ((s[j + 4] & 0x0F) | ((s[j - 4] >> 6) << 4), (s[j + 4] >> 4) | ((s[j] >> 6) << 4)) };
+    }
+    (sc, m)
+}
+
+fn q4_k_scales_bytes(sc: &[u8; 8], m: &[u8; 8]) -> [u8; 12] {
+    let mut s = [0u8; 12];
+    for j in 0..4 {
+        s[j] = sc[j] | (sc[j + 4] >> 4) << 6;
+        s[j + 4] = m[j] | (m[j + 4] >> 4) << 6;
+        s[j + 8] = (sc[j + 4] & 0x0F) | (m[j + 4] & 0x0F) << 4;
+    }
+    s
+}
+
+fn put_q4_k(dst: &mut [u8], j: usize, blk: &[u8]) {
+    dst[2 * j..2 * j + 2].copy_from_slice(&blk[0..2]);
+    dst[32 + 2 * j..32 + 2 * j + 2].copy_from_slice(&blk[2..4]);
+    let (sc, m) = q4_k_scales(&blk[4..16]);
+    for s in 0..8 {
+        dst[64 + 16 * s + j] = sc[s];
+        dst[192 + 16 * s + j] = m[s];
+        // Sub-block s: values 32s..32s+32, the low (s even) or high (s odd) nibbles of qs[32(s/2)..].
+        let mut c = [0u8; 32];
+        for (l, c) in c.iter_mut().enumerate() {
+            let b = blk[16 + 32 * (s / 2) + l];
+            *c = if s % 2 == 0 { b & 0x0F } else { b >> 4 };
+        }
+        put_nibbles(&mut dst[320 + 256 * s..], j, &c);
+    }
+}
+
+fn get_q4_k(src: &[u8], j: usize, blk: &mut [u8]) {
+    blk[0..2].copy_from_slice(&src[2 * j..2 * j + 2]);
+    blk[2..4].copy_from_slice(&src[32 + 2 * j..32 + 2 * j + 2]);
+    let (mut sc, mut m) = ([0u8; 8], [0u8; 8]);
+    for s in 0..8 {
+        sc[s] = src[64 + 16 * s + j];
+        m[s] = src[192 + 16 * s + j];
+        let mut c = [0u8; 32];
+        get_nibbles(&src[320 + 256 * s..], j, &mut c);
+        for (l, &c) in c.iter().enumerate() {
+            let b = &mut blk[16 + 32 * (s / 2) + l];
+            *b = if s % 2 == 0 { (*b & 0xF0) | c } else { (*b & 0x0F) | c << 4 };
+        }
+    }
+    blk[4..16].copy_from_slice(&q4_k_scales_bytes(&sc, &m));
+}
+
+/// Q6_K's 256 six-bit codes (stored + 32) in value order.
+fn q6_k_codes(blk: &[u8]) -> [u8; 256] {
+    let (ql, qh) = (&blk[..128], &blk[128..192]);
+    let mut c = [0u8; 256];
+    for h in 0..2 {
+        for j in 0..4 {
+            for l in 0..32 {
+                let lo = ql[64 * h + l + 32 * (j % 2)];
+                let lo = if j < 2 { lo & 0x0F } else { lo >> 4 };
+                c[128 * h + 32 * j + l] = lo | ((qh[32 * h + l] >> (2 * j)) & 3) << 4;
+            }
+        }
+    }
+    c
+}
+
+fn put_q6_k(dst: &mut [u8], j: usize, blk: &[u8]) {
+    dst[2 * j..2 * j + 2].copy_from_slice(&blk[208..210]);
+    for p in 0..8 {
+        dst[32 + 32 * p + 2 * j] = blk[192 + 2 * p];
+        dst[32 + 32 * p + 2 * j + 1] = blk[192 + 2 * p + 1];
+    }
+    let c = q6_k_codes(blk);
+    for u in 0..8 {
+        let cu = &c[32 * u..32 * u + 32];
+        put_nibbles(&mut dst[288 + 256 * u..], j, cu);
+        let hb = &mut dst[2336 + 128 * u..2336 + 128 * u + 128];
+        for h in 0..2 {
+            for e in 0..4 {
+                let mut v = 0u8;
+                for i in 0..4 {
+                    v |= (cu[4 * (h + 2 * i) + e] >> 4) << (2 * i);
+                }
+                hb[64 * h + 4 * j + e] = v;
+            }
+        }
+    }
+}
+
+fn get_q6_k(src: &[u8], j: usize, blk: &mut [u8]) {
+    blk[208..210].copy_from_slice(&src[2 * j..2 * j + 2]);
+    for p in 0..8 {
+        blk[192 + 2 * p] = src[32 + 32 * p + 2 * j];
+        blk[192 + 2 * p + 1] = src[32 + 32 * p + 2 * j + 1];
+    }
+    let mut c = [0u8; 256];
+    for u in 0..8 {
+        let cu = &mut c[32 * u..32 * u + 32];
+        get_nibbles(&src[288 + 256 * u..], j, cu);
+        let hb = &src[2336 + 128 * u..];
+        for h in 0..2 {
+            for e in 0..4 {
+                let v = hb[64 * h + 4 * j + e];
+                for i in 0..4 {
+                    cu[4 * (h + 2 * i) + e] |= ((v >> (2 * i)) & 3) << 4;
+                }
+            }
+        }
+    }
+    let (ql, qh) = blk[..192].split_at_mut(128);
+    ql.fill(0);
+    qh.fill(0);
+    for h in 0..2 {
+        for jj in 0..4 {
+            for l in 0..32 {
+                let v = c[128 * h + 32 * jj + l];
+                let b = &mut ql[64 * h + l + 32 * (jj % 2)];
+                *b |= if jj < 2 { v & 0x0F } else { (v & 0x0F) << 4 };
+                qh[32 * h + l] |= (v >> 4) << (2 * jj);
+            }
+        }
+    }
+}
+
+/// The 32 codes of row `j` into a legacy packed block (after its 32 bytes of scales).
 fn put_codes(dtype: DType, dst: &mut [u8], j: usize, c: &[u8; 32]) {
     let q = &mut dst[32..];
-    for e in 0..4 {
-        match dtype {
-            DType::Q8_0 => {
-                for k in 0..8 {
-                    q[64 * k + 4 * j + e] = c[4 * k + e];
-                }
-            }
-            _ => {
-                for k in 0..4 {
-                    q[64 * k + 4 * j + e] = (c[4 * k + e] & 0x0F) | (c[4 * (k + 4) + e] & 0x0F) << 4;
-                }
-                if dtype == DType::Q5_0 {
-                    for k in 0..8 {
-                        let bit = 4 * j + e;
-                        let plane = &mut q[256 + 8 * k..256 + 8 * k + 8];
-                        plane[bit / 8] |= ((c[4 * k + e] >> 4) & 1) << (bit % 8);
-                    }
-                }
-            }
+    if dtype == DType::Q8_0 {
+        for k in 0..8 {
+            q[64 * k + 4 * j..64 * k + 4 * j + 4].copy_from_slice(&c[4 * k..4 * k + 4]);
+        }
+        return;
+    }
+    put_nibbles(q, j, c);
+    if dtype == DType::Q5_0 {
+        for i in 0..32 {
+            let (k, bit) = (i / 4, 4 * j + i % 4);
+            q[256 + 8 * k + bit / 8] |= ((c[i] >> 4) & 1) << (bit % 8);
         }
     }
 }
@@ -145,26 +311,17 @@ fn put_codes(dtype: DType, dst: &mut [u8], j: usize, c: &[u8; 32]) {
 fn get_codes(dtype: DType, blk: &[u8], j: usize) -> [u8; 32] {
     let q = &blk[32..];
     let mut c = [0u8; 32];
-    for e in 0..4 {
-        match dtype {
-            DType::Q8_0 => {
-                for k in 0..8 {
-                    c[4 * k + e] = q[64 * k + 4 * j + e];
-                }
-            }
-            _ => {
-                for k in 0..4 {
-                    let b = q[64 * k + 4 * j + e];
-                    c[4 * k + e] = b & 0x0F;
-                    c[4 * (k + 4) + e] = b >> 4;
-                }
-                if dtype == DType::Q5_0 {
-                    for k in 0..8 {
-                        let bit = 4 * j + e;
-                        c[4 * k + e] |= ((q[256 + 8 * k + bit / 8] >> (bit % 8)) & 1) << 4;
-                    }
-                }
-            }
+    if dtype == DType::Q8_0 {
+        for k in 0..8 {
+            c[4 * k..4 * k + 4].copy_from_slice(&q[64 * k + 4 * j..64 * k + 4 * j + 4]);
+        }
+        return c;
+    }
+    get_nibbles(q, j, &mut c);
+    if dtype == DType::Q5_0 {
+        for i in 0..32 {
+            let (k, bit) = (i / 4, 4 * j + i % 4);
+            c[i] |= ((q[256 + 8 * k + bit / 8] >> (bit % 8)) & 1) << 4;
         }
     }
     c
@@ -172,12 +329,16 @@ fn get_codes(dtype: DType, blk: &[u8], j: usize) -> [u8; 32] {
 
 /// Row `r` of a packed matrix in the original layout (embedding lookups; tests).
 pub fn unpack_row(dtype: DType, cols: usize, packed: &[u8], r: usize, out: &mut [u8]) {
-    let (bb, nb, pb) = (dtype.block_bytes(), cols / 32, block_bytes(dtype));
+    let (bb, nb, pb) = (dtype.block_bytes(), cols / dtype.block_len(), block_bytes(dtype));
     let (g, j) = (r / GROUP, r % GROUP);
     for b in 0..nb {
         let blk = &packed[(g * nb + b) * pb..][..pb];
-        let c = get_codes(dtype, blk, j);
-        block_of(dtype, [blk[2 * j], blk[2 * j + 1]], &c, &mut out[b * bb..(b + 1) * bb]);
+        let dst = &mut out[b * bb..(b + 1) * bb];
+        match dtype {
+            DType::Q4_K => get_q4_k(blk, j, dst),
+            DType::Q6_K => get_q6_k(blk, j, dst),
+            _ => block_of(dtype, [blk[2 * j], blk[2 * j + 1]], &get_codes(dtype, blk, j), dst),
+        }
     }
 }
 
@@ -215,8 +376,21 @@ impl PackedActs {
 }
 
 /// The reference: 16 rows of packed group `w` × N activation rows, `nb` blocks; `[token][row]`.
+/// For the k-quants, `a` are Q8_K rows and each row is unpacked and handed to `vec_dot`.
 pub fn tile_scalar<const N: usize>(dtype: DType, w: &[u8], a: [&[u8]; N], nb: usize) -> [[f32; GROUP]; N] {
     let pb = block_bytes(dtype);
+    if is_k(dtype) {
+        let n = nb * 256;
+        let mut row = vec![0u8; nb * dtype.block_bytes()];
+        let mut acc = [[0f32; GROUP]; N];
+        for j in 0..GROUP {
+            unpack_row(dtype, n, w, j, &mut row);
+            for t in 0..N {
+                acc[t][j] = crate::quant::vec_dot(dtype, &row, a[t], n);
+            }
+        }
+        return acc;
+    }
     let off = offset(dtype);
     let mut acc = [[0f32; GROUP]; N];
     for b in 0..nb {
@@ -239,8 +413,9 @@ pub fn tile_scalar<const N: usize>(dtype: DType, w: &[u8], a: [&[u8]; N], nb: us
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::quant::{quantize_acts, ActFormat};
+    use crate::quant::quantize_acts;
 
+    /// Random blocks with small finite f16 scales (at each type's scale offsets).
     fn random_matrix(dtype: DType, rows: usize, cols: usize, seed: u32) -> Vec<u8> {
         let mut s = seed.wrapping_mul(2654435761) | 1;
         let mut b: Vec<u8> = (0..rows * dtype.row_bytes(cols).unwrap())
@@ -251,19 +426,28 @@ mod tests {
                 s as u8
             })
             .collect();
+        let offsets: &[usize] = match dtype {
+            DType::Q4_K => &[0, 2],
+            DType::Q6_K => &[208],
+            _ => &[0],
+        };
         for blk in b.chunks_exact_mut(dtype.block_bytes()) {
-            let v = (blk[0] as f32 / 255.0 + 0.1) * 0.01;
-            blk[..2].copy_from_slice(&half::f16::from_f32(v).to_le_bytes());
+            for &o in offsets {
+                let v = (blk[o] as f32 / 255.0 + 0.1) * 0.01;
+                blk[o..o + 2].copy_from_slice(&half::f16::from_f32(v).to_le_bytes());
+            }
         }
         b
     }
 
+    const TYPES: [DType; 5] = [DType::Q8_0, DType::Q4_0, DType::Q5_0, DType::Q4_K, DType::Q6_K];
+
     #[test]
     fn pack_then_unpack_gives_back_every_row() {
-        for dtype in [DType::Q8_0, DType::Q4_0, DType::Q5_0] {
-            let (rows, cols) = (48, 96);
+        for dtype in TYPES {
+            let (rows, cols) = (48, 512);
             let src = random_matrix(dtype, rows, cols, 3);
-            let mut p = vec![0u8; src.len()];
+            let mut p = vec![0u8; packed_len(dtype, rows, cols)];
             pack(dtype, rows, cols, &src, &mut p);
             let rb = dtype.row_bytes(cols).unwrap();
             let mut row = vec![0u8; rb];
@@ -278,19 +462,32 @@ mod tests {
     /// row, up to float summation order (the integer block sums are exact).
     #[test]
     fn packed_kernels_agree_with_vec_dot() {
-        for dtype in [DType::Q8_0, DType::Q4_0, DType::Q5_0] {
-            for cols in [32, 256, 640] {
+        for dtype in TYPES {
+            for cols in [256, 512, 2048] {
                 let rows = 32;
                 let src = random_matrix(dtype, rows, cols, cols as u32);
-                let mut p = vec![0u8; src.len()];
+                let mut p = vec![0u8; packed_len(dtype, rows, cols)];
                 pack(dtype, rows, cols, &src, &mut p);
-                let x: Vec<f32> = (0..4 * cols).map(|i| ((i * 7919) % 1000) as f32 / 250.0 - 2.0).collect();
+                // Tokens of very different magnitudes, as real activations are (outliers included).
+                let x: Vec<f32> = (0..4 * cols)
+                    .map(|i| {
+                        let v = ((i * 7919 + i / 7 * 31) % 1000) as f32 / 250.0 - 2.0;
+                        let t = i / cols;
+                        let outlier = if (i * 13) % 97 == 0 { 40.0 } else { 1.0 };
+                        v * [1.0, 30.0, 0.05, 7.0][t] * outlier
+                    })
+                    .collect();
                 let mut q = QuantizedActs::new();
-                quantize_acts(ActFormat::Q8_0, &x, cols, &mut q);
+                quantize_acts(dtype.act_format(), &x, cols, &mut q);
                 let mut pa = PackedActs::default();
-                pa.fill_from(&q);
+                let acts: [&[u8]; 4] = if is_k(dtype) {
+                    [q.row(0), q.row(1), q.row(2), q.row(3)]
+                } else {
+                    pa.fill_from(&q);
+                    [pa.row(0), pa.row(1), pa.row(2), pa.row(3)]
+                };
                 let rb = dtype.row_bytes(cols).unwrap();
-                let nb = cols / 32;
+                let nb = cols / dtype.block_len();
                 let gb = nb * block_bytes(dtype);
                 let want = |t: usize, r: usize| crate::quant::vec_dot(dtype, &src[r * rb..(r + 1) * rb], q.row(t), cols);
                 let bound = |t: usize, r: usize| {
@@ -298,14 +495,13 @@ mod tests {
                     crate::quant::dequantize_row(dtype, &src[r * rb..(r + 1) * rb], &mut wf);
                     1e-5 * wf.iter().zip(&x[t * cols..]).map(|(a, b)| (a * b).abs()).sum::<f32>() + 1e-6
                 };
-                let acts = [pa.row(0), pa.row(1), pa.row(2), pa.row(3)];
                 let mut variants: Vec<(&str, [[f32; GROUP]; 4], [f32; GROUP])> = Vec::new();
                 for g in 0..rows / GROUP {
                     let w = &p[g * gb..(g + 1) * gb];
                     variants.clear();
                     variants.push(("scalar", tile_scalar(dtype, w, acts, nb), tile_scalar(dtype, w, [acts[2]], nb)[0]));
                     for k in super::super::dot::Kernels::available() {
-                        if let (Some(t4), Some(t1)) = (k.packed_tile4, k.packed_tile1) {
+                        if let (true, Some(t4), Some(t1)) = (k.packed_types.contains(&dtype), k.packed_tile4, k.packed_tile1) {
                             variants.push((k.name, t4(dtype, w, acts, nb), t1(dtype, w, acts[2], nb)));
                         }
                     }

@@ -24,7 +24,9 @@ fn kind(dtype: DType) -> u8 {
 
 /// Checks the slices hold `nb` blocks; the kernels read nothing beyond.
 fn check<const N: usize>(dtype: DType, w: &[u8], a: &[&[u8]; N], nb: usize) {
-    assert!(w.len() >= nb * block_bytes(dtype) && a.iter().all(|a| a.len() >= nb * ACT_BLOCK), "packed kernel: short slices");
+    // Activations: packed Q8_0 rows ([`ACT_BLOCK`]) for the legacy types, Q8_K rows (292 bytes) for the k-quants.
+    let ab = if super::packed::is_k(dtype) { 292 } else { ACT_BLOCK };
+    assert!(w.len() >= nb * block_bytes(dtype) && a.iter().all(|a| a.len() >= nb * ab), "packed kernel: short slices");
 }
 
 #[inline(always)]
@@ -53,11 +55,135 @@ pub mod avx512 {
 
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,fma,f16c")]
     unsafe fn dispatch<const N: usize>(dtype: DType, w: &[u8], a: [&[u8]; N], nb: usize) -> [[f32; GROUP]; N] {
-        match kind(dtype) {
-            Q8 => tile::<N, Q8>(w, a, nb),
-            Q4 => tile::<N, Q4>(w, a, nb),
-            _ => tile::<N, Q5>(w, a, nb),
+        match dtype {
+            DType::Q4_K => tile_q4_k::<N>(w, a, nb),
+            DType::Q6_K => tile_q6_k::<N>(w, a, nb),
+            _ => match kind(dtype) {
+                Q8 => tile::<N, Q8>(w, a, nb),
+                Q4 => tile::<N, Q4>(w, a, nb),
+                _ => tile::<N, Q5>(w, a, nb),
+            },
         }
+    }
+
+    /// 256 bytes of packed nibbles → the 8 registers of codes (register k = values 4k..4k+3 of 16 rows).
+    #[target_feature(enable = "avx512f,avx512bw")]
+    #[inline]
+    unsafe fn nibbles(q: *const u8) -> [__m512i; 8] {
+        let mut c = [_mm512_setzero_si512(); 8];
+        let m4 = _mm512_set1_epi8(0x0F);
+        for k in 0..4 {
+            let v = _mm512_loadu_si512(q.add(64 * k) as *const _);
+            c[k] = _mm512_and_si512(v, m4);
+            c[k + 4] = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
+        }
+        c
+    }
+
+    /// Σ over the registers `c` of codes × the broadcast activation words at `y` (word k = values 4k..4k+3).
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    #[inline]
+    unsafe fn dot_words(c: &[__m512i], y: *const u8) -> __m512i {
+        // Two accumulators: halves the dependency chain of vpdpbusd.
+        let (mut s0, mut s1) = (_mm512_setzero_si512(), _mm512_setzero_si512());
+        for k in (0..c.len()).step_by(2) {
+            s0 = _mm512_dpbusd_epi32(s0, c[k], _mm512_set1_epi32((y.add(4 * k) as *const i32).read_unaligned()));
+            s1 = _mm512_dpbusd_epi32(s1, c[k + 1], _mm512_set1_epi32((y.add(4 * k + 4) as *const i32).read_unaligned()));
+        }
+        _mm512_add_epi32(s0, s1)
+    }
+
+    /// Q4_K: per row `d·da·Σ_s sc_s·(Σ q·y) − dmin·da·Σ_s m_s·(Σ y)`; the integer sums are exact, the min
+    /// term meets the Q8_K sums of 16 values with `vpdpwssd` (pairs (m_s, m_s) × (bsum_2s, bsum_2s+1)).
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,fma,f16c")]
+    unsafe fn tile_q4_k<const N: usize>(w: &[u8], a: [&[u8]; N], nb: usize) -> [[f32; GROUP]; N] {
+        let pb = block_bytes(DType::Q4_K);
+        let mut acc = [_mm512_setzero_ps(); N];
+        for b in 0..nb {
+            let bw = w.as_ptr().add(b * pb);
+            let d = _mm512_cvtph_ps(_mm256_loadu_si256(bw as *const __m256i));
+            let dmin = _mm512_cvtph_ps(_mm256_loadu_si256(bw.add(32) as *const __m256i));
+            let mut sumi = [_mm512_setzero_si512(); N];
+            let mut summ = [_mm512_setzero_si512(); N];
+            for s in 0..8 {
+                let c = nibbles(bw.add(320 + 256 * s));
+                let sc = _mm512_cvtepu8_epi32(_mm_loadu_si128(bw.add(64 + 16 * s) as *const __m128i));
+                let m = _mm512_cvtepu8_epi32(_mm_loadu_si128(bw.add(192 + 16 * s) as *const __m128i));
+                let mm = _mm512_or_si512(m, _mm512_slli_epi32(m, 16));
+                for t in 0..N {
+                    let ya = a[t].as_ptr().add(b * 292);
+                    let p = dot_words(&c, ya.add(4 + 32 * s));
+                    sumi[t] = _mm512_add_epi32(sumi[t], _mm512_mullo_epi32(p, sc));
+                    let bs = _mm512_set1_epi32((ya.add(260 + 4 * s) as *const i32).read_unaligned());
+                    summ[t] = _mm512_dpwssd_epi32(summ[t], mm, bs);
+                }
+            }
+            for t in 0..N {
+                let da = _mm512_set1_ps((a[t].as_ptr().add(b * 292) as *const f32).read_unaligned());
+                acc[t] = _mm512_fmadd_ps(_mm512_mul_ps(d, da), _mm512_cvtepi32_ps(sumi[t]), acc[t]);
+                acc[t] = _mm512_fnmadd_ps(_mm512_mul_ps(dmin, da), _mm512_cvtepi32_ps(summ[t]), acc[t]);
+            }
+        }
+        store(acc)
+    }
+
+    /// Q6_K: per row `d·da·(Σ_s sc_s·(Σ q·y) − 32·Σ_s sc_s·bsum_s)`, q the stored unsigned 6-bit code.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,fma,f16c")]
+    unsafe fn tile_q6_k<const N: usize>(w: &[u8], a: [&[u8]; N], nb: usize) -> [[f32; GROUP]; N] {
+        let pb = block_bytes(DType::Q6_K);
+        let mut acc = [_mm512_setzero_ps(); N];
+        let m2 = _mm512_set1_epi8(0x03);
+        for b in 0..nb {
+            let bw = w.as_ptr().add(b * pb);
+            let d = _mm512_cvtph_ps(_mm256_loadu_si256(bw as *const __m256i));
+            let mut sumi = [_mm512_setzero_si512(); N];
+            let mut corr = [_mm512_setzero_si512(); N];
+            for u in 0..8 {
+                let mut c = nibbles(bw.add(288 + 256 * u));
+                for h in 0..2 {
+                    let v = _mm512_loadu_si512(bw.add(2336 + 128 * u + 64 * h) as *const _);
+                    // Top bit pair i of each byte moved to bits 4-5 (masked first, so 16-bit shifts stay in the byte).
+                    let top = [
+                        _mm512_slli_epi16(_mm512_and_si512(v, m2), 4),
+                        _mm512_slli_epi16(_mm512_and_si512(v, _mm512_set1_epi8(0x0C)), 2),
+                        _mm512_and_si512(v, _mm512_set1_epi8(0x30)),
+                        _mm512_srli_epi16(_mm512_and_si512(v, _mm512_set1_epi8(0xC0u8 as i8)), 2),
+                    ];
+                    for (i, top) in top.into_iter().enumerate() {
+                        c[h + 2 * i] = _mm512_or_si512(c[h + 2 * i], top);
+                    }
+                }
+                // Scales of sub-blocks 2u and 2u + 1, as i16 pairs per row, then each as i32.
+                let pair = _mm512_cvtepi8_epi16(_mm256_loadu_si256(bw.add(32 + 32 * u) as *const __m256i));
+                let sc0 = _mm512_srai_epi32(_mm512_slli_epi32(pair, 16), 16);
+                let sc1 = _mm512_srai_epi32(pair, 16);
+                for t in 0..N {
+                    let ya = a[t].as_ptr().add(b * 292);
+                    let y = ya.add(4 + 32 * u);
+                    let p0 = dot_words(&c[..4], y);
+                    let p1 = dot_words(&c[4..], y.add(16));
+                    sumi[t] = _mm512_add_epi32(sumi[t], _mm512_add_epi32(_mm512_mullo_epi32(p0, sc0), _mm512_mullo_epi32(p1, sc1)));
+                    let bs = _mm512_set1_epi32((ya.add(260 + 4 * u) as *const i32).read_unaligned());
+                    corr[t] = _mm512_dpwssd_epi32(corr[t], pair, bs);
+                }
+            }
+            for t in 0..N {
+                let da = _mm512_set1_ps((a[t].as_ptr().add(b * 292) as *const f32).read_unaligned());
+                let isum = _mm512_sub_epi32(sumi[t], _mm512_slli_epi32(corr[t], 5));
+                acc[t] = _mm512_fmadd_ps(_mm512_mul_ps(d, da), _mm512_cvtepi32_ps(isum), acc[t]);
+            }
+        }
+        store(acc)
+    }
+
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn store<const N: usize>(acc: [__m512; N]) -> [[f32; GROUP]; N] {
+        let mut out = [[0f32; GROUP]; N];
+        for t in 0..N {
+            _mm512_storeu_ps(out[t].as_mut_ptr(), acc[t]);
+        }
+        out
     }
 
     /// The eight registers of unsigned codes of one packed block: register k = values 4k..4k+3 of 16 rows.
@@ -70,12 +196,7 @@ pub mod avx512 {
                 *c = _mm512_loadu_si512(q.add(64 * k) as *const _);
             }
         } else {
-            let m4 = _mm512_set1_epi8(0x0F);
-            for k in 0..4 {
-                let v = _mm512_loadu_si512(q.add(64 * k) as *const _);
-                c[k] = _mm512_and_si512(v, m4);
-                c[k + 4] = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
-            }
+            c = nibbles(q);
             if KIND == Q5 {
                 let b4 = _mm512_set1_epi8(0x10);
                 for (k, c) in c.iter_mut().enumerate() {
@@ -106,22 +227,13 @@ pub mod avx512 {
             let c = codes::<KIND>(bw.add(32));
             for t in 0..N {
                 let ba = a[t].as_ptr().add(b * ACT_BLOCK);
-                // Two accumulators: halves the dependency chain of vpdpbusd.
-                let (mut s0, mut s1) = (_mm512_setzero_si512(), _mm512_setzero_si512());
-                for k in (0..8).step_by(2) {
-                    s0 = _mm512_dpbusd_epi32(s0, c[k], _mm512_set1_epi32(act_word(ba, k)));
-                    s1 = _mm512_dpbusd_epi32(s1, c[k + 1], _mm512_set1_epi32(act_word(ba, k + 1)));
-                }
+                let p = dot_words(&c, ba.add(8));
                 let (da, sa) = act_scale_sum(ba);
-                let isum = _mm512_sub_epi32(_mm512_add_epi32(s0, s1), _mm512_set1_epi32(sa << shift));
+                let isum = _mm512_sub_epi32(p, _mm512_set1_epi32(sa << shift));
                 acc[t] = _mm512_fmadd_ps(_mm512_mul_ps(dw, _mm512_set1_ps(da)), _mm512_cvtepi32_ps(isum), acc[t]);
             }
         }
-        let mut out = [[0f32; GROUP]; N];
-        for t in 0..N {
-            _mm512_storeu_ps(out[t].as_mut_ptr(), acc[t]);
-        }
-        out
+        store(acc)
     }
 }
 
