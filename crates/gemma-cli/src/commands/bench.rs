@@ -15,7 +15,9 @@ use super::common;
 
 pp N: the time to process an N-token prompt in one pass (tokens/s).
 tg N: the time to generate N tokens one at a time after a 1-token prompt (tokens/s), with greedy sampling skipped:
-the measured loop is the forward pass, as llama-bench measures it.")]
+the measured loop is the forward pass, as llama-bench measures it. Decoding reads every weight once per token,
+so tg also prints the weight bytes streamed per second; with --bandwidth that is set against this machine's
+measured read bandwidth (the decode ceiling = bandwidth / bytes per token).")]
 pub struct Args {
     /// A .gguf file or checkpoint folder (default: the default model, fetched if missing).
     #[arg(short, long)]
@@ -35,6 +37,10 @@ pub struct Args {
     /// One JSON object instead of a table.
     #[arg(long)]
     json: bool,
+    /// Also measure memory read bandwidth (1 GiB buffer) at each thread count, and report decode as a fraction
+    /// of that ceiling.
+    #[arg(long)]
+    bandwidth: bool,
 }
 
 struct Row {
@@ -42,6 +48,9 @@ struct Row {
     threads: usize,
     mean: f64,
     stddev: f64,
+    /// For tg: weight bytes streamed per second; and the measured read bandwidth at this thread count.
+    gbps: Option<f64>,
+    bandwidth: Option<f64>,
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -54,6 +63,7 @@ pub fn run(a: Args) -> Result<()> {
     let load_ms = t0.elapsed().as_secs_f64() * 1e3;
     let threads = if a.threads.is_empty() { vec![super::default_threads()] } else { a.threads.clone() };
     let kernel = gemma::kernels::dot::Kernels::get().name;
+    let per_token = model.weights.bytes_per_token();
     let mut rows = Vec::new();
     for &t in &threads {
         if t == 0 {
@@ -62,25 +72,41 @@ pub fn run(a: Args) -> Result<()> {
         let pool = ThreadPool::new(t);
         for &p in a.prompt.iter().filter(|&&p| p > 0) {
             let r = measure(a.reps, || pp(&model, &pool, p))?;
-            rows.push(Row { test: format!("pp{p}"), threads: t, mean: r.0, stddev: r.1 });
+            rows.push(Row { test: format!("pp{p}"), threads: t, mean: r.0, stddev: r.1, gbps: None, bandwidth: None });
         }
+        let bandwidth = a.bandwidth.then(|| gemma::kernels::bandwidth::read_bandwidth(&pool, 1 << 30, 5) / 1e9);
         for &n in a.gen.iter().filter(|&&n| n > 0) {
             let r = measure(a.reps, || tg(&model, &pool, n))?;
-            rows.push(Row { test: format!("tg{n}"), threads: t, mean: r.0, stddev: r.1 });
+            rows.push(Row { test: format!("tg{n}"), threads: t, mean: r.0, stddev: r.1, gbps: Some(r.0 * per_token as f64 / 1e9), bandwidth });
         }
     }
     let weights_bytes: usize = model.weights.matrices().map(|m| m.n_bytes()).sum();
     if a.json {
         let results: Vec<_> = rows
             .iter()
-            .map(|r| serde_json::json!({"test": r.test, "threads": r.threads, "tokens_per_s": r.mean, "stddev": r.stddev}))
+            .map(|r| {
+                let mut v = serde_json::json!({"test": r.test, "threads": r.threads, "tokens_per_s": r.mean, "stddev": r.stddev});
+                if let Some(g) = r.gbps {
+                    v["weights_gb_per_s"] = g.into();
+                }
+                if let Some(b) = r.bandwidth {
+                    v["read_bandwidth_gb_per_s"] = b.into();
+                    v["fraction_of_ceiling"] = (r.gbps.unwrap_or(0.0) / b).into();
+                }
+                v
+            })
             .collect();
-        println!("{}", serde_json::json!({"results": results, "kernel": kernel, "model": path.display().to_string(), "weights_bytes": weights_bytes, "load_ms": load_ms, "peak_rss_bytes": super::common::memory_usage().map(|m| m.1)}));
+        println!("{}", serde_json::json!({"results": results, "kernel": kernel, "model": path.display().to_string(), "weights_bytes": weights_bytes, "weights_bytes_per_token": per_token, "load_ms": load_ms, "peak_rss_bytes": super::common::memory_usage().map(|m| m.1)}));
     } else {
-        println!("model: {}  ({:.1} MB of weights, loaded in {load_ms:.0} ms)  kernels: {kernel}", path.display(), weights_bytes as f64 / 1e6);
-        println!("{:<8} {:>8} {:>14} {:>10}", "test", "threads", "tokens/s", "± stddev");
+        println!("model: {}  ({:.1} MB of weights, {:.1} MB read per decoded token, loaded in {load_ms:.0} ms)  kernels: {kernel}", path.display(), weights_bytes as f64 / 1e6, per_token as f64 / 1e6);
+        println!("{:<8} {:>8} {:>14} {:>10}  {}", "test", "threads", "tokens/s", "± stddev", "weights streamed");
         for r in rows {
-            println!("{:<8} {:>8} {:>14.2} {:>10.2}", r.test, r.threads, r.mean, r.stddev);
+            let extra = match (r.gbps, r.bandwidth) {
+                (Some(g), Some(b)) => format!("{g:.1} GB/s = {:.0}% of the {b:.1} GB/s read bandwidth (ceiling {:.1} tok/s)", 100.0 * g / b, b * 1e9 / per_token as f64),
+                (Some(g), None) => format!("{g:.1} GB/s"),
+                _ => String::new(),
+            };
+            println!("{:<8} {:>8} {:>14.2} {:>10.2}  {extra}", r.test, r.threads, r.mean, r.stddev);
         }
         println!("{}", super::common::memory_line());
     }

@@ -3,6 +3,7 @@
 //! Kernels never name Gemma. Each inner product has a scalar reference (in [`crate::quant`]) and SIMD variants
 //! chosen once at run time by [`isa::Kernels::get`]; tests compare every available variant with the reference.
 
+pub mod bandwidth;
 pub mod dot;
 pub mod matmul;
 pub mod ops;

@@ -132,6 +132,12 @@ impl Weights {
         self.lm_head.as_ref().unwrap_or(&self.embed)
     }
 
+    /// Weight bytes one decoded token reads: every layer matrix and the output projection (the embedding
+    /// lookup reads one row, left out).
+    pub fn bytes_per_token(&self) -> usize {
+        self.output().n_bytes() + self.layers.iter().flat_map(|l| [&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down]).map(|m| m.n_bytes()).sum::<usize>()
+    }
+
     /// Every matrix, for byte counts and summaries.
     pub fn matrices(&self) -> impl Iterator<Item = &Matrix> {
         std::iter::once(&self.embed)
