@@ -53,7 +53,21 @@ enum Command {
     Logits(commands::logits::Args),
 }
 
+/// `gemma ... | head` closes our stdout early; `print!` then panics. Like a Unix tool, leave quietly instead
+/// (exit status 141 = killed by SIGPIPE, what a shell expects).
+fn quiet_on_closed_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let msg = info.payload().downcast_ref::<String>().map(String::as_str).unwrap_or("");
+        if msg.starts_with("failed printing to stdout") && msg.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default(info)
+    }));
+}
+
 fn main() {
+    quiet_on_closed_pipe();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(a) => commands::run::run(a),
