@@ -15,6 +15,8 @@ mod x86;
 mod x86_quant;
 #[cfg(target_arch = "x86_64")]
 mod x86_packed;
+#[cfg(target_arch = "x86_64")]
+mod x86_ops;
 
 pub use matmul::{matmul, matmul_many, ActCache, Matrix};
 pub use pool::ThreadPool;

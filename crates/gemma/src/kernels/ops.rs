@@ -1,5 +1,6 @@
-//! Element-wise and row-wise operations on f32 activations. Small next to the matrix products; written
-//! plainly so the compiler can vectorize them.
+//! Element-wise and row-wise operations on f32 activations. Norms and RoPE are written plainly so the
+//! compiler can vectorize them; what needs exp or tanh (GeGLU, soft-capping, softmax), the attention's axpy
+//! and the activation quantizers go through [`Ops`], a table of SIMD variants chosen at run time.
 
 /// RMSNorm: `y = x / sqrt(mean(x²) + eps) · scale`. Gemma's `(1 + w)` is folded into `scale` at load time,
 /// in f32, which is exactly what transformers computes (`output * (1.0 + weight.float())`).
@@ -29,29 +30,148 @@ pub fn gelu_tanh(x: f32) -> f32 {
 
 /// GeGLU: `gate ← gelu_tanh(gate) · up`.
 pub fn geglu(gate: &mut [f32], up: &[f32]) {
-    for (g, u) in gate.iter_mut().zip(up) {
-        *g = gelu_tanh(*g) * u;
-    }
+    (Ops::get().geglu)(gate, up)
 }
 
 /// Soft-capping (Gemma 2): `cap · tanh(x / cap)` squashes values smoothly into (-cap, cap).
 pub fn softcap(x: &mut [f32], cap: f32) {
-    for v in x {
-        *v = cap * (*v / cap).tanh();
-    }
+    (Ops::get().softcap)(x, cap)
 }
 
 /// Numerically stable softmax in place.
 pub fn softmax(x: &mut [f32]) {
+    let ops = Ops::get();
     let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0f32;
-    for v in x.iter_mut() {
-        *v = (*v - max).exp();
-        sum += *v;
+    let sum = (ops.exp_sum)(x, max);
+    (ops.scale)(x, 1.0 / sum);
+}
+
+/// The element-wise kernels one instruction set provides, chosen once at run time to match
+/// [`Kernels::get`](super::dot::Kernels::get) (so `GEMMA_KERNELS` picks these too). Each SIMD variant is tested
+/// against [`scalar`]: the quantizers byte for byte, the transcendental functions to a stated error.
+pub struct Ops {
+    /// The name of the matching [`super::dot::Kernels`].
+    pub name: &'static str,
+    /// `gate ← gelu_tanh(gate) · up`.
+    pub geglu: fn(&mut [f32], &[f32]),
+    /// `x ← cap · tanh(x / cap)`.
+    pub softcap: fn(&mut [f32], f32),
+    /// `x ← exp(x - sub)`, returning the sum of the new values.
+    pub exp_sum: fn(&mut [f32], f32) -> f32,
+    /// `y ← y + a·x` (over `y.len()`).
+    pub axpy: fn(&mut [f32], f32, &[f32]),
+    /// `x ← a·x`.
+    pub scale: fn(&mut [f32], f32),
+    /// Activation quantizers of one row (a whole number of blocks), as [`crate::quant::quantize_row_q8_0`] etc.
+    pub quantize_q8_0: fn(&[f32], &mut [u8]),
+    pub quantize_q8_1: fn(&[f32], &mut [u8]),
+    pub quantize_q8_k: fn(&[f32], &mut [u8]),
+}
+
+static SCALAR: Ops = Ops {
+    name: "scalar",
+    geglu: scalar::geglu,
+    softcap: scalar::softcap,
+    exp_sum: scalar::exp_sum,
+    axpy: scalar::axpy,
+    scale: scalar::scale,
+    quantize_q8_0: crate::quant::quantize_row_q8_0,
+    quantize_q8_1: crate::quant::quantize_row_q8_1,
+    quantize_q8_k: crate::quant::quantize_row_q8_k,
+};
+
+#[cfg(target_arch = "x86_64")]
+static AVX2: Ops = {
+    use super::x86_ops::avx2 as k;
+    Ops {
+        name: "avx2",
+        geglu: k::geglu,
+        softcap: k::softcap,
+        exp_sum: k::exp_sum,
+        axpy: k::axpy,
+        scale: k::scale,
+        quantize_q8_0: k::quantize_q8_0,
+        quantize_q8_1: k::quantize_q8_1,
+        quantize_q8_k: k::quantize_q8_k,
     }
-    let inv = 1.0 / sum;
-    for v in x.iter_mut() {
-        *v *= inv;
+};
+
+#[cfg(target_arch = "x86_64")]
+static AVX512: Ops = {
+    use super::x86_ops::avx512 as k;
+    Ops {
+        name: "avx512",
+        geglu: k::geglu,
+        softcap: k::softcap,
+        exp_sum: k::exp_sum,
+        axpy: k::axpy,
+        scale: k::scale,
+        quantize_q8_0: k::quantize_q8_0,
+        quantize_q8_1: k::quantize_q8_1,
+        quantize_q8_k: k::quantize_q8_k,
+    }
+};
+
+impl Ops {
+    /// The variant named like the chosen [`super::dot::Kernels`]; the scalar one if this CPU lacks its features.
+    pub fn get() -> &'static Ops {
+        static CHOSEN: std::sync::OnceLock<&'static Ops> = std::sync::OnceLock::new();
+        CHOSEN.get_or_init(|| {
+            let name = super::dot::Kernels::get().name;
+            Self::available().into_iter().find(|o| o.name == name).unwrap_or(&SCALAR)
+        })
+    }
+
+    /// Every variant this CPU can run, the scalar reference first.
+    pub fn available() -> Vec<&'static Ops> {
+        #[allow(unused_mut)]
+        let mut v: Vec<&'static Ops> = vec![&SCALAR];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if super::x86_ops::avx2::detected() {
+                v.push(&AVX2);
+            }
+            if super::x86_ops::avx512::detected() {
+                v.push(&AVX512);
+            }
+        }
+        v
+    }
+}
+
+pub mod scalar {
+    //! Plain Rust references (libm's tanh and exp): the specification the SIMD variants are tested against.
+    use super::gelu_tanh;
+
+    pub fn geglu(gate: &mut [f32], up: &[f32]) {
+        for (g, u) in gate.iter_mut().zip(up) {
+            *g = gelu_tanh(*g) * u;
+        }
+    }
+
+    pub fn softcap(x: &mut [f32], cap: f32) {
+        for v in x {
+            *v = cap * (*v / cap).tanh();
+        }
+    }
+
+    pub fn exp_sum(x: &mut [f32], sub: f32) -> f32 {
+        let mut sum = 0f32;
+        for v in x.iter_mut() {
+            *v = (*v - sub).exp();
+            sum += *v;
+        }
+        sum
+    }
+
+    pub fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
+        for (y, x) in y.iter_mut().zip(x) {
+            *y += a * x;
+        }
+    }
+
+    pub fn scale(x: &mut [f32], a: f32) {
+        x.iter_mut().for_each(|v| *v *= a);
     }
 }
 
@@ -123,6 +243,229 @@ mod tests {
         let mut y = vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0];
         rope_apply(&mut y, 0, &inv);
         assert_eq!(y, vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0]);
+    }
+
+    /// -20..20 in steps of 1e-3, then extremes and special values.
+    fn dense_inputs() -> Vec<f32> {
+        let mut x: Vec<f32> = (-20_000..=20_000).map(|i| i as f32 * 1e-3).collect();
+        x.extend([0.0, -0.0, 1e-30, -1e-30, 1e-6, -1e-6, 50.0, -50.0, 1e4, -1e4, 1e20, -1e20, f32::MAX, f32::MIN]);
+        x.extend([f32::MIN_POSITIVE, -f32::MIN_POSITIVE, f32::INFINITY, f32::NEG_INFINITY]);
+        x
+    }
+
+    /// The exact value (to f64 precision): 0.5·x·(1 + tanh(u)) written as x / (1 + exp(-2u)), which does not
+    /// cancel for negative x, even in f64.
+    fn gelu_f64(x: f64) -> f64 {
+        let u = (2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x * x * x);
+        x / (1.0 + (-2.0 * u).exp())
+    }
+
+    /// Error in units of f32 epsilon relative to max(|want|, floor): ulp-like away from 0, absolute near it.
+    fn err(got: f32, want: f64, floor: f64) -> f64 {
+        if got as f64 == want || (got.is_infinite() && got as f64 == want) {
+            return 0.0;
+        }
+        (got as f64 - want).abs() / (want.abs().max(floor) * f32::EPSILON as f64)
+    }
+
+    #[test]
+    fn geglu_variants_agree_with_reference() {
+        // gelu(-inf) is -inf·0 (NaN) in the reference too: finite inputs only.
+        let x: Vec<f32> = dense_inputs().into_iter().filter(|v| v.is_finite()).collect();
+        // up = 1 gives gelu itself; a second pass with another multiplier checks the product and the tail.
+        for ops in Ops::available() {
+            let mut g = x.clone();
+            (ops.geglu)(&mut g, &vec![1.0; x.len()]);
+            let mut scalar = x.clone();
+            scalar::geglu(&mut scalar, &vec![1.0; x.len()]);
+            let (mut worst, mut worst_tail, mut worst_diff) = (0f64, 0f64, 0f64);
+            for ((&xi, &gi), &si) in x.iter().zip(&g).zip(&scalar) {
+                assert!(!gi.is_nan(), "{} gelu({xi}) is NaN", ops.name);
+                if xi.abs() <= 20.0 {
+                    // Absolute errors below 1e-35 do not count (x < -10.4: the result may be flushed to 0).
+                    let e = err(gi, gelu_f64(xi as f64), 1e-28);
+                    // For x < 0 the value is about x·exp(2u) for large -u, and u itself, computed in f32 (x³, a
+                    // product, a sum), carries a relative error of an ulp or two: that makes up to 2·|2u| ulp of
+                    // the result, for any f32 evaluation of the formula.
+                    let two_u = 2.0 * 0.797_884_6 * (xi as f64 + 0.044715 * (xi as f64).powi(3));
+                    if ops.name != "scalar" {
+                        assert!(e <= 4.0 + 2.0 * two_u.abs(), "{} gelu({xi}) = {gi}: {e} ulp", ops.name);
+                    }
+                    if xi >= -2.0 {
+                        worst = worst.max(e);
+                    } else {
+                        worst_tail = worst_tail.max(e / two_u.abs());
+                    }
+                    // The libm reference loses all relative precision for x < -4 (1 + tanh cancels): compare
+                    // with it in absolute terms, scaled by |x|.
+                    worst_diff = worst_diff.max((gi - si).abs() as f64 / (xi.abs() as f64).max(1.0));
+                } else {
+                    // Far out gelu is x or ±0; either way what the reference gives, to 1e-30.
+                    assert!((gi - si).abs() <= 1e-30 || gi == si, "{} gelu({xi}) = {gi}, reference {si}", ops.name);
+                }
+            }
+            eprintln!(
+                "{}: gelu max err {worst:.2} ulp on [-2, 20], {worst_tail:.2}·|2u| ulp below; max |diff| to the reference {worst_diff:e}·max(1, |x|)",
+                ops.name
+            );
+            if ops.name != "scalar" {
+                // Measured: 3.4 ulp on [-2, 20] (the libm reference: 6.5, from 1 + tanh); 1.23·|2u| ulp below;
+                // 1.6e-7·max(1, |x|) from the reference.
+                assert!(worst <= 4.0, "{}: {worst} ulp", ops.name);
+            }
+            assert!(worst_diff <= 2.5e-7, "{}: {worst_diff} from the reference", ops.name);
+            // A multiplier and odd lengths (the tails).
+            for n in [1, 7, 15, 17, 33, 100] {
+                let up: Vec<f32> = (0..n).map(|i| 0.5 - i as f32 * 0.1).collect();
+                let mut a = x[19_990..19_990 + n].to_vec();
+                let mut b = a.clone();
+                (ops.geglu)(&mut a, &up);
+                scalar::geglu(&mut b, &up);
+                for (p, q) in a.iter().zip(&b) {
+                    assert!((p - q).abs() <= 1e-6, "{} n={n}: {p} vs {q}", ops.name);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn softcap_variants_agree_with_reference() {
+        let x = dense_inputs();
+        for ops in Ops::available() {
+            for cap in [1.0f32, 30.0, 50.0] {
+                let mut y = x.clone();
+                (ops.softcap)(&mut y, cap);
+                let mut worst = 0f64;
+                for (&xi, &yi) in x.iter().zip(&y) {
+                    let want = cap as f64 * ((xi / cap) as f64).tanh();
+                    // tanh's own ulp near 0 (it is ~y there), and 1 ulp of cap·1 for the saturated values.
+                    let e = err(yi, want, 1e-30);
+                    assert!(e <= 5.0, "{} cap={cap} x={xi}: {yi} vs {want} ({e} ulp)", ops.name);
+                    worst = worst.max(e);
+                }
+                eprintln!("{} cap={cap}: softcap max err {worst:.2} ulp", ops.name);
+            }
+        }
+    }
+
+    #[test]
+    fn exp_sum_variants_agree_with_reference() {
+        let mut x: Vec<f32> = (-104_000..=89_000).step_by(7).map(|i| i as f32 * 1e-3).collect();
+        x.extend([0.0, -0.0, -1e4, 1e4, f32::NEG_INFINITY, f32::INFINITY, -87.3, -87.34, 88.7, 88.72, 88.73]);
+        for ops in Ops::available() {
+            let mut y = x.clone();
+            let sum = (ops.exp_sum)(&mut y, 0.0);
+            let mut worst = 0f64;
+            for (&xi, &yi) in x.iter().zip(&y) {
+                let want = (xi as f64).exp();
+                if want < f32::MIN_POSITIVE as f64 {
+                    // Subnormal results may be flushed to 0.
+                    assert!(yi >= 0.0 && (yi as f64) <= f32::MIN_POSITIVE as f64, "{} exp({xi}) = {yi}", ops.name);
+                } else if want > f32::MAX as f64 {
+                    assert_eq!(yi, f32::INFINITY, "{} exp({xi})", ops.name);
+                } else {
+                    let e = err(yi, want, 0.0);
+                    assert!(e <= 3.0, "{} exp({xi}) = {yi} vs {want} ({e} ulp)", ops.name);
+                    worst = worst.max(e);
+                }
+            }
+            assert_eq!(sum, f32::INFINITY);
+            eprintln!("{}: exp max err {worst:.2} ulp", ops.name);
+            // The sum ignores the tail's padding; NaN propagates.
+            for n in [1, 5, 16, 19, 40] {
+                let mut a: Vec<f32> = (0..n).map(|i| -(i as f32) * 0.25).collect();
+                let mut b = a.clone();
+                let (sa, sb) = ((ops.exp_sum)(&mut a, 1.0), scalar::exp_sum(&mut b, 1.0));
+                assert!((sa - sb).abs() <= 1e-6 * sb, "{} n={n}: {sa} vs {sb}", ops.name);
+            }
+            let mut nan = [1.0, f32::NAN, 0.0];
+            (ops.exp_sum)(&mut nan, 0.0);
+            assert!(nan[1].is_nan(), "{}", ops.name);
+        }
+    }
+
+    #[test]
+    fn axpy_and_scale_variants_agree_with_reference() {
+        for ops in Ops::available() {
+            for n in [1, 8, 15, 16, 17, 256, 259] {
+                let x: Vec<f32> = (0..n).map(|i| (i as f32 * 0.37).sin()).collect();
+                let mut a: Vec<f32> = (0..n).map(|i| (i as f32 * 0.11).cos()).collect();
+                let mut b = a.clone();
+                (ops.axpy)(&mut a, 0.3, &x);
+                scalar::axpy(&mut b, 0.3, &x);
+                // FMA rounds once where the reference rounds twice.
+                assert!(a.iter().zip(&b).all(|(p, q)| (p - q).abs() <= 2.0 * f32::EPSILON), "{} axpy n={n}", ops.name);
+                (ops.scale)(&mut a, 1.5);
+                scalar::scale(&mut b, 1.5);
+                assert!(a.iter().zip(&b).all(|(p, q)| (p - q).abs() <= 4.0 * f32::EPSILON), "{} scale n={n}", ops.name);
+            }
+        }
+    }
+
+    /// Rows that exercise every rounding path: random values, values landing exactly on .5 after scaling (both
+    /// signs), the block maximum in several places and with both signs tied, zeros, tiny and huge blocks, and
+    /// blocks with NaN or infinities (whose bytes the scalar casts define).
+    fn quant_rows() -> Vec<Vec<f32>> {
+        let mut rows = Vec::new();
+        let mut s = 0x9e37_79b9u32;
+        let mut rnd = move || {
+            s ^= s << 13;
+            s ^= s >> 17;
+            s ^= s << 5;
+            s as f32 / u32::MAX as f32 * 2.0 - 1.0
+        };
+        for scale in [1.0f32, 1e-3, 37.0, 1e-20, 1e30] {
+            rows.push((0..1024).map(|_| rnd() * scale).collect::<Vec<f32>>());
+        }
+        // Ties: with amax = 127 the Q8_0 scale is exactly 1 and k + 0.5 is a tie; the same for Q8_K when the
+        // signed maximum is -127 (iscale = 1).
+        let ties: Vec<f32> = (0..1024)
+            .map(|i| match i % 32 {
+                0 => 127.0,
+                _ => ((i * 7 % 254) as f32 - 127.0) + 0.5,
+            })
+            .collect();
+        rows.push(ties.clone());
+        rows.push(ties.iter().map(|v| -v).collect());
+        let mut t = ties.clone();
+        for b in t.chunks_mut(256) {
+            b[0] = -127.0;
+            b[100] = 127.0; // tie on |max|: the first one's sign counts
+        }
+        rows.push(t);
+        rows.push((0..1024).map(|i| ((i % 255) as f32 - 127.0) * 0.5).collect());
+        rows.push(vec![0.0; 1024]);
+        let mut special: Vec<f32> = (0..1024).map(|_| rnd()).collect();
+        special[3] = f32::NAN;
+        special[300] = f32::INFINITY;
+        special[600] = f32::NEG_INFINITY;
+        special[800..832].fill(1e-40);
+        special[900..932].iter_mut().enumerate().for_each(|(i, v)| *v = i as f32 * 1e-39);
+        rows.push(special);
+        rows.push((0..1024).map(|i| if i % 256 == 17 { -3.0 } else { rnd() }).collect());
+        rows
+    }
+
+    #[test]
+    fn quantizer_variants_are_byte_identical() {
+        use crate::quant::{quantize_row_q8_0, quantize_row_q8_1, quantize_row_q8_k};
+        type Q = fn(&[f32], &mut [u8]);
+        let rows = quant_rows();
+        for ops in Ops::available() {
+            let cases: [(&str, Q, Q, usize, usize); 3] = [
+                ("q8_0", ops.quantize_q8_0, quantize_row_q8_0, 32, 34),
+                ("q8_1", ops.quantize_q8_1, quantize_row_q8_1, 32, 36),
+                ("q8_k", ops.quantize_q8_k, quantize_row_q8_k, 256, 292),
+            ];
+            for (name, simd, reference, bl, bb) in cases {
+                for (r, x) in rows.iter().enumerate() {
+                    let (mut got, mut want) = (vec![0xAAu8; x.len() / bl * bb], vec![0x55u8; x.len() / bl * bb]);
+                    simd(x, &mut got);
+                    reference(x, &mut want);
+                    assert!(got == want, "{} {name} row {r}: first difference at byte {:?}", ops.name, got.iter().zip(&want).position(|(a, b)| a != b));
+                }
+            }
+        }
     }
 
     #[test]

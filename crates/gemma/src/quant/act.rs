@@ -74,6 +74,8 @@ pub fn quantize_acts(format: ActFormat, x: &[f32], n: usize, out: &mut Quantized
     out.n_rows = n_rows;
     let rb = format.row_bytes(n);
     out.data.resize(n_rows * rb, 0);
+    // The 8-bit formats through the run-time chosen variant: byte-identical to the references below.
+    let ops = crate::kernels::ops::Ops::get();
     for (src, dst) in x.chunks_exact(n).zip(out.data.chunks_exact_mut(rb)) {
         match format {
             ActFormat::F32 => {
@@ -81,9 +83,9 @@ pub fn quantize_acts(format: ActFormat, x: &[f32], n: usize, out: &mut Quantized
                     d.copy_from_slice(&v.to_le_bytes());
                 }
             }
-            ActFormat::Q8_0 => quantize_row_q8_0(src, dst),
-            ActFormat::Q8_1 => quantize_row_q8_1(src, dst),
-            ActFormat::Q8_K => quantize_row_q8_k(src, dst),
+            ActFormat::Q8_0 => (ops.quantize_q8_0)(src, dst),
+            ActFormat::Q8_1 => (ops.quantize_q8_1)(src, dst),
+            ActFormat::Q8_K => (ops.quantize_q8_k)(src, dst),
         }
     }
 }

@@ -11,6 +11,8 @@ mod kquants;
 mod legacy;
 
 pub use act::{dequantize_act_row, quantize_acts, ActFormat, QuantizedActs};
+/// The scalar activation quantizers: references for the SIMD ones in `kernels` (which `quantize_acts` picks).
+pub use act::{quantize_row_q8_0, quantize_row_q8_1, quantize_row_q8_k};
 
 /// The stored type of a weight tensor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
