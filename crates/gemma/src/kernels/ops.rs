@@ -62,6 +62,12 @@ pub struct Ops {
     pub axpy: fn(&mut [f32], f32, &[f32]),
     /// `x ← a·x`.
     pub scale: fn(&mut [f32], f32),
+    /// `out[r·keys.len() + j] ← qs[r] · keys[j]` (queries of one length, keys at least as long): a few queries
+    /// against a block of keys, each key loaded once for all of them.
+    pub dots: fn(&[&[f32]], &[&[f32]], &mut [f32]),
+    /// `o ← keep·o + Σ p[j]·vals[j]` (each value at least as long as o): attention's weighted sum of values, with
+    /// the online softmax's rescaling folded in.
+    pub weighted_sum: fn(&mut [f32], f32, &[f32], &[&[f32]]),
     /// Activation quantizers of one row (a whole number of blocks), as [`crate::quant::quantize_row_q8_0`] etc.
     pub quantize_q8_0: fn(&[f32], &mut [u8]),
     pub quantize_q8_1: fn(&[f32], &mut [u8]),
@@ -75,6 +81,8 @@ static SCALAR: Ops = Ops {
     exp_sum: scalar::exp_sum,
     axpy: scalar::axpy,
     scale: scalar::scale,
+    dots: scalar::dots,
+    weighted_sum: scalar::weighted_sum,
     quantize_q8_0: crate::quant::quantize_row_q8_0,
     quantize_q8_1: crate::quant::quantize_row_q8_1,
     quantize_q8_k: crate::quant::quantize_row_q8_k,
@@ -90,6 +98,8 @@ static AVX2: Ops = {
         exp_sum: k::exp_sum,
         axpy: k::axpy,
         scale: k::scale,
+        dots: k::dots,
+        weighted_sum: k::weighted_sum,
         quantize_q8_0: k::quantize_q8_0,
         quantize_q8_1: k::quantize_q8_1,
         quantize_q8_k: k::quantize_q8_k,
@@ -106,6 +116,8 @@ static AVX512: Ops = {
         exp_sum: k::exp_sum,
         axpy: k::axpy,
         scale: k::scale,
+        dots: k::dots,
+        weighted_sum: k::weighted_sum,
         quantize_q8_0: k::quantize_q8_0,
         quantize_q8_1: k::quantize_q8_1,
         quantize_q8_k: k::quantize_q8_k,
@@ -172,6 +184,21 @@ pub mod scalar {
 
     pub fn scale(x: &mut [f32], a: f32) {
         x.iter_mut().for_each(|v| *v *= a);
+    }
+
+    pub fn dots(qs: &[&[f32]], keys: &[&[f32]], out: &mut [f32]) {
+        for (q, out) in qs.iter().zip(out.chunks_mut(keys.len().max(1))) {
+            for (o, k) in out.iter_mut().zip(keys) {
+                *o = crate::kernels::dot::scalar::dot_f32(q, &k[..q.len()]);
+            }
+        }
+    }
+
+    pub fn weighted_sum(o: &mut [f32], keep: f32, p: &[f32], vals: &[&[f32]]) {
+        scale(o, keep);
+        for (v, &pj) in vals.iter().zip(p) {
+            axpy(o, pj, v);
+        }
     }
 }
 
@@ -398,6 +425,33 @@ mod tests {
                 (ops.scale)(&mut a, 1.5);
                 scalar::scale(&mut b, 1.5);
                 assert!(a.iter().zip(&b).all(|(p, q)| (p - q).abs() <= 4.0 * f32::EPSILON), "{} scale n={n}", ops.name);
+            }
+        }
+    }
+
+    #[test]
+    fn attention_kernels_agree_with_reference() {
+        for ops in Ops::available() {
+            for (n, m) in [(256, 64), (256, 7), (40, 5), (7, 3), (300, 33)] {
+                let row = |j: usize, len: usize| (0..len).map(|i| ((i * 7 + j * 13) as f32 * 0.11).cos()).collect::<Vec<f32>>();
+                let rows: Vec<Vec<f32>> = (0..m).map(|j| row(j, n + 3)).collect();
+                let refs: Vec<&[f32]> = rows.iter().map(|r| &r[..]).collect();
+                // 1 to 9 queries: the 4-query tiles and the leftover rows.
+                for nq in [1, 3, 4, 5, 9] {
+                    let qv: Vec<Vec<f32>> = (0..nq).map(|r| (0..n).map(|i| ((i + 31 * r) as f32 * 0.37).sin()).collect()).collect();
+                    let qs: Vec<&[f32]> = qv.iter().map(|q| &q[..]).collect();
+                    let (mut a, mut b) = (vec![0f32; nq * m], vec![0f32; nq * m]);
+                    (ops.dots)(&qs, &refs, &mut a);
+                    scalar::dots(&qs, &refs, &mut b);
+                    // Another summation order: n·eps·Σ|q·k| ≤ n·eps·n.
+                    assert!(a.iter().zip(&b).all(|(x, y)| (x - y).abs() <= 1e-6 * (n * n) as f32), "{} dots n={n} m={m} nq={nq}", ops.name);
+                }
+                let p: Vec<f32> = (0..m).map(|j| 1.0 / (1 + j) as f32).collect();
+                let mut o: Vec<f32> = (0..n).map(|i| i as f32 * 0.01).collect();
+                let mut o2 = o.clone();
+                (ops.weighted_sum)(&mut o, 0.5, &p, &refs);
+                scalar::weighted_sum(&mut o2, 0.5, &p, &refs);
+                assert!(o.iter().zip(&o2).all(|(x, y)| (x - y).abs() <= 1e-5 * (1.0 + y.abs())), "{} weighted_sum n={n} m={m}", ops.name);
             }
         }
     }

@@ -77,6 +77,17 @@ pub mod avx512 {
         // SAFETY: as above.
         unsafe { scale_impl(x, a) }
     }
+    pub fn dots(qs: &[&[f32]], keys: &[&[f32]], out: &mut [f32]) {
+        let n = qs.first().map_or(0, |q| q.len());
+        assert!(qs.iter().all(|q| q.len() == n) && keys.iter().all(|k| k.len() >= n) && out.len() >= qs.len() * keys.len());
+        // SAFETY: as above; the assertion bounds every query and key load by n.
+        unsafe { dots_impl(qs, keys, out) }
+    }
+    pub fn weighted_sum(o: &mut [f32], keep: f32, p: &[f32], vals: &[&[f32]]) {
+        assert!(p.len() >= vals.len() && vals.iter().all(|v| v.len() >= o.len()));
+        // SAFETY: as above; the assertion bounds every value load by o.len().
+        unsafe { weighted_sum_impl(o, keep, p, vals) }
+    }
     pub fn quantize_q8_0(x: &[f32], dst: &mut [u8]) {
         // SAFETY: as above; every block is a 32-value chunk of `x` and a 34-byte chunk of `dst`.
         unsafe { q8_0_impl::<false>(x, dst) }
@@ -191,6 +202,96 @@ pub mod avx512 {
     #[target_feature(enable = "avx512f,avx2,fma")]
     unsafe fn scale_impl(x: &mut [f32], a: f32) {
         chunks::<16>(x, |c, _| _mm512_storeu_ps(c.as_mut_ptr(), _mm512_mul_ps(set(a), _mm512_loadu_ps(c.as_ptr()))));
+    }
+
+    /// R queries × K keys in registers: each key load serves R products and each query load K.
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    #[inline]
+    unsafe fn tile<const R: usize, const K: usize>(qs: &[&[f32]], keys: &[&[f32]], out: &mut [f32], stride: usize) {
+        let n = qs[0].len();
+        let nv = n / 16 * 16;
+        let qp: [*const f32; R] = std::array::from_fn(|r| qs[r].as_ptr());
+        let kp: [*const f32; K] = std::array::from_fn(|t| keys[t].as_ptr());
+        let mut acc = [[_mm512_setzero_ps(); K]; R];
+        let mut i = 0;
+        while i < nv {
+            let kv: [__m512; K] = std::array::from_fn(|t| _mm512_loadu_ps(kp[t].add(i)));
+            for r in 0..R {
+                let qv = _mm512_loadu_ps(qp[r].add(i));
+                for t in 0..K {
+                    acc[r][t] = _mm512_fmadd_ps(qv, kv[t], acc[r][t]);
+                }
+            }
+            i += 16;
+        }
+        for r in 0..R {
+            for t in 0..K {
+                let tail: f32 = qs[r][nv..].iter().zip(&keys[t][nv..n]).map(|(a, b)| a * b).sum();
+                out[r * stride + t] = _mm512_reduce_add_ps(acc[r][t]) + tail;
+            }
+        }
+    }
+
+    /// `out[r·keys.len() + j] = qs[r] · keys[j]`, in tiles of 4 queries × 4 keys.
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    unsafe fn dots_impl(qs: &[&[f32]], keys: &[&[f32]], out: &mut [f32]) {
+        let m = keys.len();
+        let mut r = 0;
+        while r + 4 <= qs.len() {
+            let mut j = 0;
+            while j + 4 <= m {
+                tile::<4, 4>(&qs[r..], &keys[j..], &mut out[r * m + j..], m);
+                j += 4;
+            }
+            while j < m {
+                tile::<4, 1>(&qs[r..], &keys[j..], &mut out[r * m + j..], m);
+                j += 1;
+            }
+            r += 4;
+        }
+        while r < qs.len() {
+            let mut j = 0;
+            while j + 4 <= m {
+                tile::<1, 4>(&qs[r..], &keys[j..], &mut out[r * m + j..], m);
+                j += 4;
+            }
+            while j < m {
+                tile::<1, 1>(&qs[r..], &keys[j..], &mut out[r * m + j..], m);
+                j += 1;
+            }
+            r += 1;
+        }
+    }
+    /// `o ← keep·o + Σ p_j·v_j`, 128 outputs at a time held in registers across all the rows.
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    unsafe fn weighted_sum_impl(o: &mut [f32], keep: f32, p: &[f32], vals: &[&[f32]]) {
+        let n = o.len();
+        let po = o.as_mut_ptr();
+        let mut c = 0;
+        while c + 128 <= n {
+            let mut acc: [__m512; 8] = std::array::from_fn(|t| _mm512_mul_ps(set(keep), _mm512_loadu_ps(po.add(c + 16 * t))));
+            for (v, &pj) in vals.iter().zip(p) {
+                let (pv, w) = (v.as_ptr().add(c), set(pj));
+                for (t, a) in acc.iter_mut().enumerate() {
+                    *a = _mm512_fmadd_ps(w, _mm512_loadu_ps(pv.add(16 * t)), *a);
+                }
+            }
+            for (t, a) in acc.iter().enumerate() {
+                _mm512_storeu_ps(po.add(c + 16 * t), *a);
+            }
+            c += 128;
+        }
+        while c + 16 <= n {
+            let mut a = _mm512_mul_ps(set(keep), _mm512_loadu_ps(po.add(c)));
+            for (v, &pj) in vals.iter().zip(p) {
+                a = _mm512_fmadd_ps(set(pj), _mm512_loadu_ps(v.as_ptr().add(c)), a);
+            }
+            _mm512_storeu_ps(po.add(c), a);
+            c += 16;
+        }
+        for i in c..n {
+            o[i] = vals.iter().zip(p).fold(keep * o[i], |s, (v, &pj)| pj.mul_add(v[i], s));
+        }
     }
 
     /// `round` (half away from zero) exactly: trunc, plus trunc(2·fraction) ∈ {-1, 0, 1}; the fraction and its
@@ -313,6 +414,17 @@ pub mod avx2 {
     pub fn scale(x: &mut [f32], a: f32) {
         // SAFETY: as above.
         unsafe { scale_impl(x, a) }
+    }
+    pub fn dots(qs: &[&[f32]], keys: &[&[f32]], out: &mut [f32]) {
+        let n = qs.first().map_or(0, |q| q.len());
+        assert!(qs.iter().all(|q| q.len() == n) && keys.iter().all(|k| k.len() >= n) && out.len() >= qs.len() * keys.len());
+        // SAFETY: as above; the assertion bounds every query and key load by n.
+        unsafe { dots_impl(qs, keys, out) }
+    }
+    pub fn weighted_sum(o: &mut [f32], keep: f32, p: &[f32], vals: &[&[f32]]) {
+        assert!(p.len() >= vals.len() && vals.iter().all(|v| v.len() >= o.len()));
+        // SAFETY: as above; the assertion bounds every value load by o.len().
+        unsafe { weighted_sum_impl(o, keep, p, vals) }
     }
     pub fn quantize_q8_0(x: &[f32], dst: &mut [u8]) {
         // SAFETY: as above; every block is a 32-value chunk of `x` and a 34-byte chunk of `dst`.
@@ -469,6 +581,96 @@ pub mod avx2 {
     #[target_feature(enable = "avx2,fma")]
     unsafe fn scale_impl(x: &mut [f32], a: f32) {
         chunks::<8>(x, |c, _| _mm256_storeu_ps(c.as_mut_ptr(), _mm256_mul_ps(set(a), _mm256_loadu_ps(c.as_ptr()))));
+    }
+
+    /// R queries × K keys in registers: each key load serves R products and each query load K.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn tile<const R: usize, const K: usize>(qs: &[&[f32]], keys: &[&[f32]], out: &mut [f32], stride: usize) {
+        let n = qs[0].len();
+        let nv = n / 8 * 8;
+        let qp: [*const f32; R] = std::array::from_fn(|r| qs[r].as_ptr());
+        let kp: [*const f32; K] = std::array::from_fn(|t| keys[t].as_ptr());
+        let mut acc = [[_mm256_setzero_ps(); K]; R];
+        let mut i = 0;
+        while i < nv {
+            let kv: [__m256; K] = std::array::from_fn(|t| _mm256_loadu_ps(kp[t].add(i)));
+            for r in 0..R {
+                let qv = _mm256_loadu_ps(qp[r].add(i));
+                for t in 0..K {
+                    acc[r][t] = _mm256_fmadd_ps(qv, kv[t], acc[r][t]);
+                }
+            }
+            i += 8;
+        }
+        for r in 0..R {
+            for t in 0..K {
+                let tail: f32 = qs[r][nv..].iter().zip(&keys[t][nv..n]).map(|(a, b)| a * b).sum();
+                out[r * stride + t] = hsum(acc[r][t]) + tail;
+            }
+        }
+    }
+
+    /// `out[r·keys.len() + j] = qs[r] · keys[j]`, in tiles of 4 queries × 2 keys.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn dots_impl(qs: &[&[f32]], keys: &[&[f32]], out: &mut [f32]) {
+        let m = keys.len();
+        let mut r = 0;
+        while r + 4 <= qs.len() {
+            let mut j = 0;
+            while j + 2 <= m {
+                tile::<4, 2>(&qs[r..], &keys[j..], &mut out[r * m + j..], m);
+                j += 2;
+            }
+            while j < m {
+                tile::<4, 1>(&qs[r..], &keys[j..], &mut out[r * m + j..], m);
+                j += 1;
+            }
+            r += 4;
+        }
+        while r < qs.len() {
+            let mut j = 0;
+            while j + 2 <= m {
+                tile::<1, 2>(&qs[r..], &keys[j..], &mut out[r * m + j..], m);
+                j += 2;
+            }
+            while j < m {
+                tile::<1, 1>(&qs[r..], &keys[j..], &mut out[r * m + j..], m);
+                j += 1;
+            }
+            r += 1;
+        }
+    }
+    /// `o ← keep·o + Σ p_j·v_j`, 64 outputs at a time held in registers across all the rows.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn weighted_sum_impl(o: &mut [f32], keep: f32, p: &[f32], vals: &[&[f32]]) {
+        let n = o.len();
+        let po = o.as_mut_ptr();
+        let mut c = 0;
+        while c + 64 <= n {
+            let mut acc: [__m256; 8] = std::array::from_fn(|t| _mm256_mul_ps(set(keep), _mm256_loadu_ps(po.add(c + 8 * t))));
+            for (v, &pj) in vals.iter().zip(p) {
+                let (pv, w) = (v.as_ptr().add(c), set(pj));
+                for (t, a) in acc.iter_mut().enumerate() {
+                    *a = _mm256_fmadd_ps(w, _mm256_loadu_ps(pv.add(8 * t)), *a);
+                }
+            }
+            for (t, a) in acc.iter().enumerate() {
+                _mm256_storeu_ps(po.add(c + 8 * t), *a);
+            }
+            c += 64;
+        }
+        while c + 8 <= n {
+            let mut a = _mm256_mul_ps(set(keep), _mm256_loadu_ps(po.add(c)));
+            for (v, &pj) in vals.iter().zip(p) {
+                a = _mm256_fmadd_ps(set(pj), _mm256_loadu_ps(v.as_ptr().add(c)), a);
+            }
+            _mm256_storeu_ps(po.add(c), a);
+            c += 8;
+        }
+        for i in c..n {
+            o[i] = vals.iter().zip(p).fold(keep * o[i], |s, (v, &pj)| pj.mul_add(v[i], s));
+        }
     }
 
     /// `round` (half away from zero) exactly: trunc, plus trunc(2·fraction) ∈ {-1, 0, 1}.

@@ -259,59 +259,93 @@ impl Model {
     }
 
     /// Causal attention of `n` new queries (positions `p0..p0+n`, already in the cache) over the cached keys
-    /// each may see. Parallel over (query, head); softmax computed online in blocks, with no score buffer.
+    /// each may see; softmax computed online in blocks of keys (FlashAttention's recurrence), with no score
+    /// matrix. A task takes a few queries and the query heads of one key/value head (grouped-query attention),
+    /// so that each key and value row it reads serves all of them while it is in L1.
     fn attend(&self, pool: &ThreadPool, kv: &super::state::KvLayer, p0: usize, q: &[f32], out: &mut [f32]) {
+        /// Rows (query, head) per task, and keys per block of the online softmax.
+        const ROWS: usize = 16;
+        const BLOCK: usize = 32;
         let c = &self.config;
         let (hd, qd, kvd, group) = (c.head_dim, c.q_dim(), c.kv_dim(), c.group_size());
         let n = q.len() / qd;
-        let n_heads = c.n_heads;
-        let scale = c.query_scale;
-        let cap = c.attn_softcap;
+        let n_kv = c.n_kv_heads;
+        let (scale, cap) = (c.query_scale, c.attn_softcap);
+        let ops = crate::kernels::ops::Ops::get();
+        // Heads per task: the whole group, unless that leaves threads idle (decoding one token).
+        let threads = pool.n_threads();
+        let hpt = if n * n_kv >= threads { group.min(ROWS) } else { 1 };
+        let h_chunks = group.div_ceil(hpt);
+        // Queries per task: fill ROWS, but keep a few tasks per thread for balance (causal rows differ in length).
+        let qpt = (ROWS / hpt).max(1).min(n.div_ceil(4 * threads)).max(1);
+        let q_blocks = n.div_ceil(qpt);
         let out_ptr = SyncPtr(out.as_mut_ptr());
-        pool.run(n * n_heads, &|task| {
-            let (i, h) = (task / n_heads, task % n_heads);
-            let pos = p0 + i;
-            let qh = &q[i * qd + h * hd..i * qd + (h + 1) * hd];
-            let kvh = h / group;
-            // SAFETY: task (i, h) alone writes out[i][h·hd..(h+1)·hd].
-            let o = unsafe { std::slice::from_raw_parts_mut(out_ptr.get().add(i * qd + h * hd), hd) };
-            o.fill(0.0);
-            const BLOCK: usize = 64;
-            let mut scores = [0f32; BLOCK];
-            let (mut m, mut sum) = (f32::NEG_INFINITY, 0f32);
-            let first = kv.first_visible(pos);
-            let mut j0 = first;
-            while j0 <= pos {
-                let j1 = (j0 + BLOCK).min(pos + 1);
-                let mut bmax = f32::NEG_INFINITY;
-                for j in j0..j1 {
-                    let slot = kv.slot(j);
-                    let kr = &kv.k[slot * kvd + kvh * hd..slot * kvd + (kvh + 1) * hd];
-                    let mut s = crate::kernels::dot::scalar::dot_f32(qh, kr) * scale;
-                    if let Some(cap) = cap {
-                        s = cap * (s / cap).tanh();
-                    }
-                    scores[j - j0] = s;
-                    bmax = bmax.max(s);
+        pool.run(q_blocks * n_kv * h_chunks, &|task| {
+            let (qb, rest) = (task / (n_kv * h_chunks), task % (n_kv * h_chunks));
+            let (kvh, hc) = (rest / h_chunks, rest % h_chunks);
+            let (i0, i1) = (qb * qpt, (qb * qpt + qpt).min(n));
+            let h0 = kvh * group + hc * hpt;
+            let h1 = (h0 + hpt).min((kvh + 1) * group);
+            let nh = h1 - h0;
+            let rows = (i1 - i0) * nh;
+            // Row r is query i0 + r / nh, head h0 + r % nh.
+            let qs: [&[f32]; ROWS] = std::array::from_fn(|r| {
+                if r >= rows {
+                    return &[][..];
                 }
-                let m_new = m.max(bmax);
-                let rescale = (m - m_new).exp();
-                sum *= rescale;
-                o.iter_mut().for_each(|v| *v *= rescale);
+                let (i, h) = (i0 + r / nh, h0 + r % nh);
+                &q[i * qd + h * hd..i * qd + (h + 1) * hd]
+            });
+            let mut o: [&mut [f32]; ROWS] = std::array::from_fn(|r| {
+                if r >= rows {
+                    return &mut [][..];
+                }
+                let (i, h) = (i0 + r / nh, h0 + r % nh);
+                // SAFETY: this task alone writes out[i][h·hd..(h+1)·hd] for its queries i and heads h.
+                unsafe { std::slice::from_raw_parts_mut(out_ptr.get().add(i * qd + h * hd), hd) }
+            });
+            o[..rows].iter_mut().for_each(|o| o.fill(0.0));
+            let mut scores = [0f32; ROWS * BLOCK];
+            let (mut m, mut sum) = ([f32::NEG_INFINITY; ROWS], [0f32; ROWS]);
+            let (mut keys, mut vals): ([&[f32]; BLOCK], [&[f32]; BLOCK]) = ([&[]; BLOCK], [&[]; BLOCK]);
+            // Keys visible to query i: first_visible(p0 + i) ..= p0 + i; the task walks their union in blocks
+            // small enough to stay in L1 while every query goes over them.
+            let (lo, hi) = (kv.first_visible(p0 + i0), p0 + i1);
+            let mut j0 = lo;
+            while j0 < hi {
+                let j1 = (j0 + BLOCK).min(hi);
                 for j in j0..j1 {
-                    let p = (scores[j - j0] - m_new).exp();
-                    sum += p;
-                    let slot = kv.slot(j);
-                    let vr = &kv.v[slot * kvd + kvh * hd..slot * kvd + (kvh + 1) * hd];
-                    for (ov, vv) in o.iter_mut().zip(vr) {
-                        *ov += p * vv;
+                    let at = kv.slot(j) * kvd + kvh * hd;
+                    keys[j - j0] = &kv.k[at..at + hd];
+                    vals[j - j0] = &kv.v[at..at + hd];
+                }
+                for qi in 0..i1 - i0 {
+                    // This query's visible part of the block, shared by its heads.
+                    let pos = p0 + i0 + qi;
+                    let (a, b) = (kv.first_visible(pos).max(j0), (pos + 1).min(j1));
+                    if a >= b {
+                        continue;
+                    }
+                    let w = b - a;
+                    (ops.dots)(&qs[qi * nh..(qi + 1) * nh], &keys[a - j0..b - j0], &mut scores[..nh * w]);
+                    for (hh, sc) in scores[..nh * w].chunks_exact_mut(w).enumerate() {
+                        let r = qi * nh + hh;
+                        (ops.scale)(sc, scale);
+                        if let Some(cap) = cap {
+                            (ops.softcap)(sc, cap);
+                        }
+                        let m_new = sc.iter().copied().fold(m[r], f32::max);
+                        let keep = if m_new > m[r] { (m[r] - m_new).exp() } else { 1.0 };
+                        sum[r] = sum[r] * keep + (ops.exp_sum)(sc, m_new);
+                        m[r] = m_new;
+                        (ops.weighted_sum)(o[r], keep, sc, &vals[a - j0..b - j0]);
                     }
                 }
-                m = m_new;
                 j0 = j1;
             }
-            let inv = 1.0 / sum;
-            o.iter_mut().for_each(|v| *v *= inv);
+            for r in 0..rows {
+                (ops.scale)(o[r], 1.0 / sum[r]);
+            }
         });
     }
 }
