@@ -46,6 +46,9 @@ pub fn softmax(x: &mut [f32]) {
     (ops.scale)(x, 1.0 / sum);
 }
 
+pub type DotsFn = fn(&[&[f32]], &[&[f32]], &mut [f32]);
+pub type WeightedSumFn = fn(&mut [f32], f32, &[f32], &[&[f32]]);
+
 /// The element-wise kernels one instruction set provides, chosen once at run time to match
 /// [`Kernels::get`](super::dot::Kernels::get) (so `GEMMA_KERNELS` picks these too). Each SIMD variant is tested
 /// against [`scalar`]: the quantizers byte for byte, the transcendental functions to a stated error.
@@ -64,10 +67,10 @@ pub struct Ops {
     pub scale: fn(&mut [f32], f32),
     /// `out[r·keys.len() + j] ← qs[r] · keys[j]` (queries of one length, keys at least as long): a few queries
     /// against a block of keys, each key loaded once for all of them.
-    pub dots: fn(&[&[f32]], &[&[f32]], &mut [f32]),
+    pub dots: DotsFn,
     /// `o ← keep·o + Σ p[j]·vals[j]` (each value at least as long as o): attention's weighted sum of values, with
     /// the online softmax's rescaling folded in.
-    pub weighted_sum: fn(&mut [f32], f32, &[f32], &[&[f32]]),
+    pub weighted_sum: WeightedSumFn,
     /// Activation quantizers of one row (a whole number of blocks), as [`crate::quant::quantize_row_q8_0`] etc.
     pub quantize_q8_0: fn(&[f32], &mut [u8]),
     pub quantize_q8_1: fn(&[f32], &mut [u8]),

@@ -16,6 +16,7 @@ use crate::quant as act_ref;
 
 const LOG2E: f32 = std::f32::consts::LOG2_E;
 /// ln2 = LN2_HI + LN2_LO; LN2_HI has 9 significant bits, so `n·LN2_HI` is exact for |n| < 2^15.
+#[allow(clippy::excessive_precision)]
 const LN2_HI: f32 = 0.693_359_375;
 const LN2_LO: f32 = -2.121_944_4e-4;
 /// Cephes expf: exp(r) ≈ 1 + r + r²·P(r).
