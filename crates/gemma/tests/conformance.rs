@@ -221,3 +221,20 @@ fn sliding_window_ring_stays_bounded() {
     assert!(bytes <= global_max + local, "{bytes}");
 }
 
+
+#[test]
+fn attention_past_the_window_is_the_same_for_every_chunking() {
+    // A query's attention sums do not depend on how the prompt was cut or how many threads ran it (tasks group
+    // queries differently; blocks are aligned to absolute positions): far past the sliding window (6 here),
+    // every path gives the same bits. (The window is smaller than a block here; the 512 of real models is not.)
+    let model = load::load(&case_dir("gemma3")).unwrap();
+    let ids: Vec<u32> = (0..90u32).map(|i| 3 + (i * 37) % 500).collect();
+    let one_pass = run_chunked(&model, &ThreadPool::new(1), &ids, &[ids.len()]);
+    for threads in [1, 2] {
+        let pool = ThreadPool::new(threads);
+        for sizes in [&[1][..], &[7, 2, 5], &[33], &[ids.len()]] {
+            let got = run_chunked(&model, &pool, &ids, sizes);
+            assert!(got == one_pass, "chunks {sizes:?}, {threads} threads: {:?}", max_diff(&got, &one_pass));
+        }
+    }
+}

@@ -309,9 +309,10 @@ impl Model {
             let (mut m, mut sum) = ([f32::NEG_INFINITY; ROWS], [0f32; ROWS]);
             let (mut keys, mut vals): ([&[f32]; BLOCK], [&[f32]; BLOCK]) = ([&[]; BLOCK], [&[]; BLOCK]);
             // Keys visible to query i: first_visible(p0 + i) ..= p0 + i; the task walks their union in blocks
-            // small enough to stay in L1 while every query goes over them.
+            // small enough to stay in L1 while every query goes over them. Blocks are aligned to multiples of
+            // BLOCK so that a query's sums do not depend on which task it fell in (chunking, threads).
             let (lo, hi) = (kv.first_visible(p0 + i0), p0 + i1);
-            let mut j0 = lo;
+            let mut j0 = lo / BLOCK * BLOCK;
             while j0 < hi {
                 let j1 = (j0 + BLOCK).min(hi);
                 for j in j0..j1 {
