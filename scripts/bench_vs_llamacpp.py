@@ -3,12 +3,28 @@
 
 Run through scripts/bench-vs-llamacpp.sh, which builds llama.cpp (llama-cpp-python from PyPI, native CPU flags)
 into a venv outside the repo. For each thread count and test (pp64, pp512, tg128) it runs llama.cpp, then
-`gemma bench --json`, REPS times, alternating, and prints medians and the ratio gemma-rs / llama.cpp.
+`gemma bench --json`, REPS times, alternating, and prints medians and the ratio gemma-rs / llama.cpp, then each
+engine's peak resident memory (llama.cpp runs in a child process of its own, context 1024).
 
 pp N: evaluate an N-token prompt in one batch from an empty cache (tokens/s).
 tg N: evaluate N tokens one at a time after a 1-token prompt (tokens/s), no sampling — llama-bench's definition.
 """
-import argparse, json, os, statistics, subprocess, sys, time
+import argparse, json, multiprocessing, os, resource, statistics, subprocess, sys, time
+
+def llamacpp_child(model, threads, tests, reps, q):
+    """Runs in a fresh process, so that its peak resident memory is llama.cpp's (plus the interpreter's)."""
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    rates = llamacpp_rates(model, threads, tests, reps)
+    q.put((rates, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, base * 1024))
+
+def llamacpp_rates_isolated(model, threads, tests, reps):
+    ctx = multiprocessing.get_context("spawn")
+    q = ctx.Queue()
+    p = ctx.Process(target=llamacpp_child, args=(model, threads, tests, reps, q))
+    p.start()
+    out = q.get()
+    p.join()
+    return out
 
 def llamacpp_rates(model, threads, tests, reps):
     from llama_cpp import Llama
@@ -35,13 +51,15 @@ def llamacpp_rates(model, threads, tests, reps):
 def gemma_rates(gemma, model, threads, tests, reps):
     pp = [t[2:] for t in tests if t.startswith("pp")] or ["0"]
     tg = [t[2:] for t in tests if t.startswith("tg")] or ["0"]
-    out = {}
+    out, peak = {}, 0
     for _ in range(reps):
         r = subprocess.run([gemma, "bench", "-m", model, "-p", ",".join(pp), "-n", ",".join(tg), "-t", str(threads), "-r", "1", "--json"],
                            check=True, capture_output=True, text=True)
-        for row in json.loads(r.stdout)["results"]:
+        j = json.loads(r.stdout)
+        peak = max(peak, j.get("peak_rss_bytes") or 0)
+        for row in j["results"]:
             out.setdefault(row["test"], []).append(row["tokens_per_s"])
-    return out
+    return out, peak
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -57,12 +75,20 @@ def main():
     print(f"{'test':<8}{'threads':>8}{'llama.cpp tok/s':>18}{'gemma-rs tok/s':>18}{'ratio':>8}")
     for t in [int(x) for x in a.threads.split(",")]:
         L, G = {}, {}
+        rss_l = rss_g = base = 0
         for _ in range(a.rounds):
-            for k, v in llamacpp_rates(a.model, t, tests, a.reps).items(): L.setdefault(k, []).extend(v)
-            for k, v in gemma_rates(a.gemma, a.model, t, tests, a.reps).items(): G.setdefault(k, []).extend(v)
+            rates, peak, base = llamacpp_rates_isolated(a.model, t, tests, a.reps)
+            rss_l = max(rss_l, peak)
+            for k, v in rates.items(): L.setdefault(k, []).extend(v)
+            rates, peak = gemma_rates(a.gemma, a.model, t, tests, a.reps)
+            rss_g = max(rss_g, peak)
+            for k, v in rates.items(): G.setdefault(k, []).extend(v)
         for test in tests:
             l, g = statistics.median(L[test]), statistics.median(G[test])
             print(f"{test:<8}{t:>8}{l:>18.1f}{g:>18.1f}{g / l:>8.2f}", flush=True)
+        mib = 1 << 20
+        print(f"{'peak RSS':<8}{t:>8}{rss_l / mib:>14.0f} MiB{rss_g / mib:>14.0f} MiB{rss_g / rss_l:>8.2f}"
+              f"   (llama.cpp's process includes the Python interpreter: {base / mib:.0f} MiB before loading)", flush=True)
 
 if __name__ == "__main__":
     main()
