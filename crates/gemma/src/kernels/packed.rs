@@ -350,6 +350,23 @@ pub fn unpack_row(dtype: DType, cols: usize, packed: &[u8], r: usize, out: &mut 
     }
 }
 
+/// Row `r` of a packed matrix widened to f32, a block at a time (no allocation: embedding lookups in decode).
+pub fn dequantize_row(dtype: DType, cols: usize, packed: &[u8], r: usize, out: &mut [f32]) {
+    let (bb, bl, nb, pb) = (dtype.block_bytes(), dtype.block_len(), cols / dtype.block_len(), block_bytes(dtype));
+    let (g, j) = (r / GROUP, r % GROUP);
+    let mut blk = [0u8; 256];
+    for b in 0..nb {
+        let src = &packed[(g * nb + b) * pb..][..pb];
+        let dst = &mut blk[..bb];
+        match dtype {
+            DType::Q4_K => get_q4_k(src, j, dst),
+            DType::Q6_K => get_q6_k(src, j, dst),
+            _ => block_of(dtype, [src[2 * j], src[2 * j + 1]], &get_codes(dtype, src, j), dst),
+        }
+        crate::quant::dequantize_row(dtype, dst, &mut out[b * bl..(b + 1) * bl]);
+    }
+}
+
 /// Activation rows for the packed kernels: Q8_0 blocks (same scales and codes, so the integer sums equal
 /// llama.cpp's) re-laid as `{f32 d, i32 Σq, i8 q[32]}`, 40 bytes per 32 values.
 #[derive(Debug, Default, Clone)]
@@ -419,12 +436,12 @@ pub fn tile_scalar<const N: usize>(dtype: DType, w: &[u8], a: [&[u8]; N], nb: us
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::quant::quantize_acts;
 
     /// Random blocks with small finite f16 scales (at each type's scale offsets).
-    fn random_matrix(dtype: DType, rows: usize, cols: usize, seed: u32) -> Vec<u8> {
+    pub(crate) fn random_matrix(dtype: DType, rows: usize, cols: usize, seed: u32) -> Vec<u8> {
         let mut s = seed.wrapping_mul(2654435761) | 1;
         let mut b: Vec<u8> = (0..rows * dtype.row_bytes(cols).unwrap())
             .map(|_| {
@@ -459,9 +476,13 @@ mod tests {
             pack(dtype, rows, cols, &src, &mut p);
             let rb = dtype.row_bytes(cols).unwrap();
             let mut row = vec![0u8; rb];
+            let (mut want, mut got) = (vec![0f32; cols], vec![0f32; cols]);
             for r in 0..rows {
                 unpack_row(dtype, cols, &p, r, &mut row);
                 assert_eq!(row, src[r * rb..(r + 1) * rb], "{dtype} row {r}");
+                crate::quant::dequantize_row(dtype, &src[r * rb..(r + 1) * rb], &mut want);
+                dequantize_row(dtype, cols, &p, r, &mut got);
+                assert_eq!(want, got, "{dtype} row {r} dequantized");
             }
         }
     }

