@@ -37,8 +37,8 @@ pub struct Args {
     /// One JSON object instead of a table.
     #[arg(long)]
     json: bool,
-    /// Also measure memory read bandwidth (1 GiB buffer) at each thread count, and report decode as a fraction
-    /// of that ceiling.
+    /// Also measure memory read bandwidth at each thread count (streams a 1 GiB buffer, which adds 1 GiB to
+    /// peak memory), and report decode as a fraction of that ceiling.
     #[arg(long)]
     bandwidth: bool,
 }
