@@ -12,12 +12,14 @@ use super::common;
 #[command(after_help = "Examples:
   gemma bench                                  default model: pp512, tg128, all cores, 3 repetitions
   gemma bench -m model.gguf -p 64,512 -n 128 -t 1,2 -r 5 --json
+  gemma bench -p 0 -n 128 -t 1,2 --bandwidth   decode against this machine's memory bandwidth
 
-pp N: the time to process an N-token prompt in one pass (tokens/s).
-tg N: the time to generate N tokens one at a time after a 1-token prompt (tokens/s), with greedy sampling skipped:
-the measured loop is the forward pass, as llama-bench measures it. Decoding reads every weight once per token,
-so tg also prints the weight bytes streamed per second; with --bandwidth that is set against this machine's
-measured read bandwidth (the decode ceiling = bandwidth / bytes per token).")]
+pp N: an N-token prompt processed in one pass (tokens/s).
+tg N: N tokens generated one at a time after a 1-token prompt (tokens/s); sampling is skipped, so
+      the measured loop is the forward pass, as llama-bench measures it.
+Decoding reads every weight once per token, so tg also prints the weight bytes streamed per second;
+with --bandwidth that is set against the measured read bandwidth (ceiling = bandwidth / bytes per
+token). Side by side with llama.cpp: scripts/bench-vs-llamacpp.sh.")]
 pub struct Args {
     /// A .gguf file or checkpoint folder (default: the default model, fetched if missing).
     #[arg(short, long)]
