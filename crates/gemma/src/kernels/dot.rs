@@ -23,6 +23,9 @@ pub struct Kernels {
     pub dot_rows4: fn(DType, [&[u8]; 4], &[u8], usize) -> [f32; 4],
     /// Four weight rows × four activation rows (prompt processing): `[row][token]`.
     pub dot_tile4: fn(DType, [&[u8]; 4], [&[u8]; 4], usize) -> [[f32; 4]; 4],
+    /// Four bf16/f16 weight rows × four f32 activation rows (prompt processing), `[row][token]`; None: one
+    /// row × one token at a time.
+    pub float_tile4: Option<fn(DType, [&[u8]; 4], [&[f32]; 4]) -> [[f32; 4]; 4]>,
     /// The weight types this variant reads in the 16-row packed layout ([`super::packed`]); the others stay
     /// row-major.
     pub packed_types: &'static [DType],
@@ -45,7 +48,7 @@ fn scalar_dot_q4(dtype: DType, w: &[u8], a: [&[u8]; 4], n: usize) -> [f32; 4] {
     a.map(|a| quant::vec_dot(dtype, w, a, n))
 }
 
-static SCALAR: Kernels = Kernels { name: "scalar", dot_f32: scalar::dot_f32, dot_bf16: scalar::dot_bf16, dot_f16: scalar::dot_f16, dot_q: quant::vec_dot, dot_q4: scalar_dot_q4, dot_rows4: scalar_dot_rows4, dot_tile4: scalar_dot_tile4, packed_types: &[], packed_tile1: None, packed_tile4: None };
+static SCALAR: Kernels = Kernels { name: "scalar", dot_f32: scalar::dot_f32, dot_bf16: scalar::dot_bf16, dot_f16: scalar::dot_f16, dot_q: quant::vec_dot, dot_q4: scalar_dot_q4, dot_rows4: scalar_dot_rows4, dot_tile4: scalar_dot_tile4, float_tile4: None, packed_types: &[], packed_tile1: None, packed_tile4: None };
 
 #[cfg(target_arch = "x86_64")]
 static AVX2: Kernels = Kernels {
@@ -57,6 +60,7 @@ static AVX2: Kernels = Kernels {
     dot_q4: super::x86::avx2::dot_q4,
     dot_rows4: super::x86::avx2::dot_rows4,
     dot_tile4: super::x86::avx2::dot_tile4,
+    float_tile4: None,
     packed_types: &[DType::Q8_0, DType::Q4_0, DType::Q5_0],
     packed_tile1: Some(super::x86_packed::avx2::tile1),
     packed_tile4: Some(super::x86_packed::avx2::tile4),
@@ -72,6 +76,7 @@ static AVX512: Kernels = Kernels {
     dot_q4: super::x86::avx512::dot_q4,
     dot_rows4: super::x86::avx512::dot_rows4,
     dot_tile4: super::x86::avx512::dot_tile4,
+    float_tile4: Some(super::x86::avx512::float_tile4),
     packed_types: &[DType::Q8_0, DType::Q4_0, DType::Q5_0, DType::Q4_K, DType::Q6_K],
     packed_tile1: Some(super::x86_packed::avx512::tile1),
     packed_tile4: Some(super::x86_packed::avx512::tile4),
@@ -180,6 +185,32 @@ mod tests {
     /// Reductions in another order differ by rounding only: bound by n·eps·Σ|a·b|.
     fn close(a: f32, b: f32, scale: f32, n: usize) -> bool {
         (a - b).abs() <= 2.0 * n as f32 * f32::EPSILON * scale + 1e-6
+    }
+
+    /// The 4×4 half-float tile equals the scalar dot of each (row, token) pair, tails included.
+    #[test]
+    fn float_tiles_agree_with_scalar() {
+        for n in [1, 15, 16, 17, 100, 640] {
+            let xs: Vec<Vec<f32>> = (0..4).map(|t| data(n, 20 + t)).collect();
+            for dtype in [DType::BF16, DType::F16] {
+                let rows: Vec<Vec<u8>> = (0..4)
+                    .map(|r| {
+                        data(n, 40 + r).iter().flat_map(|&v| if dtype == DType::BF16 { half::bf16::from_f32(v).to_le_bytes() } else { half::f16::from_f32(v).to_le_bytes() }).collect()
+                    })
+                    .collect();
+                for k in Kernels::available() {
+                    let Some(tile) = k.float_tile4 else { continue };
+                    let got = tile(dtype, std::array::from_fn(|r| &rows[r][..]), std::array::from_fn(|t| &xs[t][..]));
+                    for r in 0..4 {
+                        for t in 0..4 {
+                            let want = if dtype == DType::BF16 { scalar::dot_bf16(&rows[r], &xs[t]) } else { scalar::dot_f16(&rows[r], &xs[t]) };
+                            let scale: f32 = xs[t].iter().map(|v| v.abs()).sum::<f32>() * 4.0;
+                            assert!(close(got[r][t], want, scale, n), "{} {dtype} n={n} r={r} t={t}: {} vs {want}", k.name, got[r][t]);
+                        }
+                    }
+                }
+            }
+        }
     }
 
     #[test]

@@ -206,6 +206,25 @@ pub fn matmul_many(pool: &ThreadPool, x: &[f32], jobs: &mut [(&Matrix, &mut [f32
                 r_done += 4;
             }
         }
+        // Half-float weights in prompt processing: tiles of four rows × four tokens.
+        let mut t_done = 0;
+        if let (Some(tile), DType::BF16 | DType::F16) = (k.float_tile4, w.dtype) {
+            t_done = n / 4 * 4;
+            let mut r = r0;
+            while r < r1 {
+                let rows: [&[u8]; 4] = std::array::from_fn(|d| w.row((r + d).min(r1 - 1)));
+                for tt in (0..t_done).step_by(4) {
+                    let v = tile(w.dtype, rows, std::array::from_fn(|d| &x[(tt + d) * cols..(tt + d + 1) * cols]));
+                    for (dr, v) in v.into_iter().enumerate().take(r1 - r) {
+                        for (dt, v) in v.into_iter().enumerate() {
+                            // SAFETY: as below (rows r..r + 4 clipped to r1 lie in r0..r1).
+                            unsafe { *out_ptr.get().add((tt + dt) * w.rows + r + dr) = v };
+                        }
+                    }
+                }
+                r += 4;
+            }
+        }
         // Rows not covered above (fewer than four left, or float weights), one at a time.
         for r in r_done..r1 {
             let wr = w.row(r);
@@ -221,7 +240,7 @@ pub fn matmul_many(pool: &ThreadPool, x: &[f32], jobs: &mut [(&Matrix, &mut [f32
                     t0 += 4;
                 }
             }
-            for t in t0..n {
+            for t in t0.max(t_done)..n {
                 let xr = &x[t * cols..(t + 1) * cols];
                 let v = match w.dtype {
                     DType::F32 => (k.dot_f32)(bytes_as_f32(wr), xr),

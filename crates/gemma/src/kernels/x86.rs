@@ -182,6 +182,52 @@ pub mod avx512 {
         unsafe { super::super::x86_quant::vnni::dot_tile(dtype, w, a, n) }.unwrap_or_else(|| w.map(|w| dot_q4(dtype, w, a, n)))
     }
 
+    /// Four bf16 or f16 weight rows × four f32 activation rows (prompt processing): each 16-value weight
+    /// slice is widened once for four tokens, each activation slice loaded once for four rows. `[row][token]`.
+    pub fn float_tile4(dtype: DType, w: [&[u8]; 4], x: [&[f32]; 4]) -> [[f32; 4]; 4] {
+        let n = x[0].len();
+        assert!(w.iter().all(|w| w.len() >= 2 * n) && x.iter().all(|x| x.len() >= n), "float_tile4: short slices");
+        // SAFETY: only reachable after `detected()` (see the module comment); the assert bounds every load.
+        unsafe {
+            match dtype {
+                DType::BF16 => float_tile4_impl::<false>(w, x, n),
+                DType::F16 => float_tile4_impl::<true>(w, x, n),
+                _ => panic!("float_tile4 takes bf16 or f16 weights, not {dtype}"),
+            }
+        }
+    }
+
+    /// 16 weights from `p` (bf16 or f16) as f32; the lanes past `m` read nothing and are zero.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    #[inline]
+    unsafe fn load_half16<const F16: bool>(p: *const u8, m: __mmask16) -> __m512 {
+        let h = _mm256_maskz_loadu_epi16(m, p as *const i16);
+        if F16 {
+            _mm512_cvtph_ps(h)
+        } else {
+            _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16))
+        }
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    unsafe fn float_tile4_impl<const F16: bool>(w: [&[u8]; 4], x: [&[f32]; 4], n: usize) -> [[f32; 4]; 4] {
+        let mut acc = [[_mm512_setzero_ps(); 4]; 4];
+        let mut i = 0;
+        while i < n {
+            // Whole slices of 16, then the tail under a mask.
+            let m: __mmask16 = if i + 16 <= n { 0xFFFF } else { ((1u32 << (n - i)) - 1) as u16 };
+            let wv: [__m512; 4] = std::array::from_fn(|r| load_half16::<F16>(w[r].as_ptr().add(2 * i), m));
+            for t in 0..4 {
+                let xv = _mm512_maskz_loadu_ps(m, x[t].as_ptr().add(i));
+                for r in 0..4 {
+                    acc[r][t] = _mm512_fmadd_ps(wv[r], xv, acc[r][t]);
+                }
+            }
+            i += 16;
+        }
+        acc.map(|row| row.map(|v| _mm512_reduce_add_ps(v)))
+    }
+
     #[target_feature(enable = "avx512f")]
     unsafe fn dot_f32_impl(a: &[f32], b: &[f32]) -> f32 {
         let n = a.len().min(b.len());
