@@ -60,7 +60,7 @@ static AVX2: Kernels = Kernels {
     dot_q4: super::x86::avx2::dot_q4,
     dot_rows4: super::x86::avx2::dot_rows4,
     dot_tile4: super::x86::avx2::dot_tile4,
-    float_tile4: None,
+    float_tile4: Some(super::x86::avx2::float_tile4),
     packed_types: &[DType::Q8_0, DType::Q4_0, DType::Q5_0],
     packed_tile1: Some(super::x86_packed::avx2::tile1),
     packed_tile4: Some(super::x86_packed::avx2::tile4),

@@ -117,6 +117,55 @@ pub mod avx2 {
         r
     }
 
+    /// Four bf16 or f16 weight rows × four f32 activation rows, `[row][token]` (as the AVX-512 variant).
+    pub fn float_tile4(dtype: DType, w: [&[u8]; 4], x: [&[f32]; 4]) -> [[f32; 4]; 4] {
+        let n = x[0].len();
+        assert!(w.iter().all(|w| w.len() >= 2 * n) && x.iter().all(|x| x.len() >= n), "float_tile4: short slices");
+        // SAFETY: only reachable after `detected()` (see the module comment); the assert bounds every load.
+        let mut out = unsafe {
+            match dtype {
+                DType::BF16 => float_tile4_impl::<false>(w, x, n),
+                DType::F16 => float_tile4_impl::<true>(w, x, n),
+                _ => panic!("float_tile4 takes bf16 or f16 weights, not {dtype}"),
+            }
+        };
+        // The tail of fewer than 8 values, in scalar code.
+        for i in n / 8 * 8..n {
+            for (r, w) in w.iter().enumerate() {
+                let h = [w[2 * i], w[2 * i + 1]];
+                let wv = if dtype == DType::F16 { quant::f16_to_f32(h) } else { quant::bf16_to_f32(h) };
+                for (t, x) in x.iter().enumerate() {
+                    out[r][t] += wv * x[i];
+                }
+            }
+        }
+        out
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn float_tile4_impl<const F16: bool>(w: [&[u8]; 4], x: [&[f32]; 4], n: usize) -> [[f32; 4]; 4] {
+        let mut acc = [[_mm256_setzero_ps(); 4]; 4];
+        let mut i = 0;
+        while i + 8 <= n {
+            let wv: [__m256; 4] = std::array::from_fn(|r| {
+                let p = w[r].as_ptr().add(2 * i);
+                if F16 {
+                    _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i))
+                } else {
+                    load_bf16x8(p)
+                }
+            });
+            for t in 0..4 {
+                let xv = _mm256_loadu_ps(x[t].as_ptr().add(i));
+                for r in 0..4 {
+                    acc[r][t] = _mm256_fmadd_ps(wv[r], xv, acc[r][t]);
+                }
+            }
+            i += 8;
+        }
+        acc.map(|row| row.map(|v| hsum(v)))
+    }
+
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn dot_f16_impl(w: &[u8], x: &[f32]) -> f32 {
         let n = x.len().min(w.len() / 2);
