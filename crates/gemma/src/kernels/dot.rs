@@ -165,7 +165,7 @@ pub mod scalar {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     //! Every available variant against the scalar reference, on lengths that exercise the vector tails.
     use super::*;
     use crate::quant::{quantize_acts, ActFormat, QuantizedActs};
@@ -229,7 +229,7 @@ mod tests {
     }
 
     /// Random bytes are valid blocks of every type once their f16 scales are made finite and small.
-    fn random_blocks(dtype: DType, n: usize, seed: u32) -> Vec<u8> {
+    pub(crate) fn random_blocks(dtype: DType, n: usize, seed: u32) -> Vec<u8> {
         let mut s = seed.wrapping_mul(2654435761).wrapping_add(7);
         let mut b: Vec<u8> = (0..dtype.row_bytes(n).unwrap())
             .map(|_| {

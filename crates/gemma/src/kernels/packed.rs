@@ -335,35 +335,33 @@ fn get_codes(dtype: DType, blk: &[u8], j: usize) -> [u8; 32] {
     c
 }
 
-/// Row `r` of a packed matrix in the original layout (embedding lookups; tests).
-pub fn unpack_row(dtype: DType, cols: usize, packed: &[u8], r: usize, out: &mut [u8]) {
-    let (bb, nb, pb) = (dtype.block_bytes(), cols / dtype.block_len(), block_bytes(dtype));
+/// Block `b` of row `r` of a packed matrix, in the file's layout.
+fn unpack_block(dtype: DType, cols: usize, packed: &[u8], r: usize, b: usize, dst: &mut [u8]) {
+    let (nb, pb) = (cols / dtype.block_len(), block_bytes(dtype));
     let (g, j) = (r / GROUP, r % GROUP);
-    for b in 0..nb {
-        let blk = &packed[(g * nb + b) * pb..][..pb];
-        let dst = &mut out[b * bb..(b + 1) * bb];
-        match dtype {
-            DType::Q4_K => get_q4_k(blk, j, dst),
-            DType::Q6_K => get_q6_k(blk, j, dst),
-            _ => block_of(dtype, [blk[2 * j], blk[2 * j + 1]], &get_codes(dtype, blk, j), dst),
-        }
+    let src = &packed[(g * nb + b) * pb..][..pb];
+    match dtype {
+        DType::Q4_K => get_q4_k(src, j, dst),
+        DType::Q6_K => get_q6_k(src, j, dst),
+        _ => block_of(dtype, [src[2 * j], src[2 * j + 1]], &get_codes(dtype, src, j), dst),
+    }
+}
+
+/// Row `r` of a packed matrix in the original layout (tests; the scalar reference of the k-quant tiles).
+pub fn unpack_row(dtype: DType, cols: usize, packed: &[u8], r: usize, out: &mut [u8]) {
+    let bb = dtype.block_bytes();
+    for (b, dst) in out[..cols / dtype.block_len() * bb].chunks_exact_mut(bb).enumerate() {
+        unpack_block(dtype, cols, packed, r, b, dst);
     }
 }
 
 /// Row `r` of a packed matrix widened to f32, a block at a time (no allocation: embedding lookups in decode).
 pub fn dequantize_row(dtype: DType, cols: usize, packed: &[u8], r: usize, out: &mut [f32]) {
-    let (bb, bl, nb, pb) = (dtype.block_bytes(), dtype.block_len(), cols / dtype.block_len(), block_bytes(dtype));
-    let (g, j) = (r / GROUP, r % GROUP);
+    let (bb, bl) = (dtype.block_bytes(), dtype.block_len());
     let mut blk = [0u8; 256];
-    for b in 0..nb {
-        let src = &packed[(g * nb + b) * pb..][..pb];
-        let dst = &mut blk[..bb];
-        match dtype {
-            DType::Q4_K => get_q4_k(src, j, dst),
-            DType::Q6_K => get_q6_k(src, j, dst),
-            _ => block_of(dtype, [src[2 * j], src[2 * j + 1]], &get_codes(dtype, src, j), dst),
-        }
-        crate::quant::dequantize_row(dtype, dst, &mut out[b * bl..(b + 1) * bl]);
+    for (b, y) in out[..cols].chunks_exact_mut(bl).enumerate() {
+        unpack_block(dtype, cols, packed, r, b, &mut blk[..bb]);
+        crate::quant::dequantize_row(dtype, &blk[..bb], y);
     }
 }
 
@@ -440,29 +438,9 @@ pub(crate) mod tests {
     use super::*;
     use crate::quant::quantize_acts;
 
-    /// Random blocks with small finite f16 scales (at each type's scale offsets).
+    /// `rows` rows of random blocks with small finite scales (rows are back to back, so this is one long row).
     pub(crate) fn random_matrix(dtype: DType, rows: usize, cols: usize, seed: u32) -> Vec<u8> {
-        let mut s = seed.wrapping_mul(2654435761) | 1;
-        let mut b: Vec<u8> = (0..rows * dtype.row_bytes(cols).unwrap())
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 17;
-                s ^= s << 5;
-                s as u8
-            })
-            .collect();
-        let offsets: &[usize] = match dtype {
-            DType::Q4_K => &[0, 2],
-            DType::Q6_K => &[208],
-            _ => &[0],
-        };
-        for blk in b.chunks_exact_mut(dtype.block_bytes()) {
-            for &o in offsets {
-                let v = (blk[o] as f32 / 255.0 + 0.1) * 0.01;
-                blk[o..o + 2].copy_from_slice(&half::f16::from_f32(v).to_le_bytes());
-            }
-        }
-        b
+        super::super::dot::tests::random_blocks(dtype, rows * cols, seed)
     }
 
     const TYPES: [DType; 5] = [DType::Q8_0, DType::Q4_0, DType::Q5_0, DType::Q4_K, DType::Q6_K];
