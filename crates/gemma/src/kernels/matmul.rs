@@ -49,25 +49,31 @@ impl Matrix {
         let next = std::sync::atomic::AtomicUsize::new(0);
         let out = SyncPtr(buf[start..].as_mut_ptr());
         let this = &self;
-        std::thread::scope(|scope| {
-            for _ in 0..threads {
-                scope.spawn(|| loop {
-                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    if i >= n_slices {
-                        break;
-                    }
-                    let r0 = i * slice_rows;
-                    let rows = slice_rows.min(this.rows - r0);
-                    let src = this.data.slice(r0 * rb, rows * rb);
-                    let (at, n) = (packed::packed_len(this.dtype, r0, this.cols), packed::packed_len(this.dtype, rows, this.cols));
-                    // SAFETY: slice i alone writes bytes at..at + n of `buf` (slices of rows map to disjoint,
-                    // consecutive ranges of the packed layout), which outlives the scope.
-                    let dst = unsafe { std::slice::from_raw_parts_mut(out.get().add(at), n) };
-                    packed::pack(this.dtype, rows, this.cols, src.as_slice(), dst);
-                    src.release_pages();
-                });
+        let work = || loop {
+            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if i >= n_slices {
+                break;
             }
-        });
+            let r0 = i * slice_rows;
+            let rows = slice_rows.min(this.rows - r0);
+            let src = this.data.slice(r0 * rb, rows * rb);
+            let (at, n) = (packed::packed_len(this.dtype, r0, this.cols), packed::packed_len(this.dtype, rows, this.cols));
+            // SAFETY: slice i alone writes bytes at..at + n of `buf` (slices of rows map to disjoint, consecutive
+            // ranges of the packed layout), which outlives every caller of `work`.
+            let dst = unsafe { std::slice::from_raw_parts_mut(out.get().add(at), n) };
+            packed::pack(this.dtype, rows, this.cols, src.as_slice(), dst);
+            src.release_pages();
+        };
+        // Most matrices are one slice: no thread to start for those.
+        if threads == 1 {
+            work();
+        } else {
+            std::thread::scope(|scope| {
+                for _ in 0..threads {
+                    scope.spawn(work);
+                }
+            });
+        }
         Matrix { data: Bytes::from_vec(buf).slice(start, len), packed: true, ..self }
     }
 

@@ -13,6 +13,15 @@ const Q8: u8 = 0;
 const Q4: u8 = 1;
 const Q5: u8 = 2;
 
+/// The legacy type of a kernel's KIND parameter.
+const fn dtype_of(kind: u8) -> DType {
+    match kind {
+        Q8 => DType::Q8_0,
+        Q4 => DType::Q4_0,
+        _ => DType::Q5_0,
+    }
+}
+
 fn kind(dtype: DType) -> u8 {
     match dtype {
         DType::Q8_0 => Q8,
@@ -29,14 +38,22 @@ fn check<const N: usize>(dtype: DType, w: &[u8], a: &[&[u8]; N], nb: usize) {
     assert!(w.len() >= nb * block_bytes(dtype) && a.iter().all(|a| a.len() >= nb * ab), "packed kernel: short slices");
 }
 
+/// The little-endian i32 at `p + 4k`: four activation codes, a Q8_K pair of 16-value sums, a block sum.
 #[inline(always)]
-unsafe fn act_word(ba: *const u8, k: usize) -> i32 {
-    (ba.add(8 + 4 * k) as *const i32).read_unaligned()
+unsafe fn word(p: *const u8, k: usize) -> i32 {
+    (p.add(4 * k) as *const i32).read_unaligned()
 }
 
+/// The little-endian f32 at `p`: an activation block's scale.
+#[inline(always)]
+unsafe fn scale_at(p: *const u8) -> f32 {
+    (p as *const f32).read_unaligned()
+}
+
+/// A packed Q8_0 activation block's scale and code sum.
 #[inline(always)]
 unsafe fn act_scale_sum(ba: *const u8) -> (f32, i32) {
-    ((ba as *const f32).read_unaligned(), (ba.add(4) as *const i32).read_unaligned())
+    (scale_at(ba), word(ba, 1))
 }
 
 /// Decode's software prefetch distance in bytes. Each packed block is processed in one dependent burst, and
@@ -92,8 +109,8 @@ pub mod avx512 {
         // Two accumulators: halves the dependency chain of vpdpbusd.
         let (mut s0, mut s1) = (_mm512_setzero_si512(), _mm512_setzero_si512());
         for k in (0..c.len()).step_by(2) {
-            s0 = _mm512_dpbusd_epi32(s0, c[k], _mm512_set1_epi32((y.add(4 * k) as *const i32).read_unaligned()));
-            s1 = _mm512_dpbusd_epi32(s1, c[k + 1], _mm512_set1_epi32((y.add(4 * k + 4) as *const i32).read_unaligned()));
+            s0 = _mm512_dpbusd_epi32(s0, c[k], _mm512_set1_epi32(word(y, k)));
+            s1 = _mm512_dpbusd_epi32(s1, c[k + 1], _mm512_set1_epi32(word(y, k + 1)));
         }
         _mm512_add_epi32(s0, s1)
     }
@@ -119,12 +136,12 @@ pub mod avx512 {
                     let ya = a[t].as_ptr().add(b * 292);
                     let p = dot_words(&c, ya.add(4 + 32 * s));
                     sumi[t] = _mm512_add_epi32(sumi[t], _mm512_mullo_epi32(p, sc));
-                    let bs = _mm512_set1_epi32((ya.add(260 + 4 * s) as *const i32).read_unaligned());
+                    let bs = _mm512_set1_epi32(word(ya.add(260), s));
                     summ[t] = _mm512_dpwssd_epi32(summ[t], mm, bs);
                 }
             }
             for t in 0..N {
-                let da = _mm512_set1_ps((a[t].as_ptr().add(b * 292) as *const f32).read_unaligned());
+                let da = _mm512_set1_ps(scale_at(a[t].as_ptr().add(b * 292)));
                 acc[t] = _mm512_fmadd_ps(_mm512_mul_ps(d, da), _mm512_cvtepi32_ps(sumi[t]), acc[t]);
                 acc[t] = _mm512_fnmadd_ps(_mm512_mul_ps(dmin, da), _mm512_cvtepi32_ps(summ[t]), acc[t]);
             }
@@ -168,12 +185,12 @@ pub mod avx512 {
                     let p0 = dot_words(&c[..4], y);
                     let p1 = dot_words(&c[4..], y.add(16));
                     sumi[t] = _mm512_add_epi32(sumi[t], _mm512_add_epi32(_mm512_mullo_epi32(p0, sc0), _mm512_mullo_epi32(p1, sc1)));
-                    let bs = _mm512_set1_epi32((ya.add(260 + 4 * u) as *const i32).read_unaligned());
+                    let bs = _mm512_set1_epi32(word(ya.add(260), u));
                     corr[t] = _mm512_dpwssd_epi32(corr[t], pair, bs);
                 }
             }
             for t in 0..N {
-                let da = _mm512_set1_ps((a[t].as_ptr().add(b * 292) as *const f32).read_unaligned());
+                let da = _mm512_set1_ps(scale_at(a[t].as_ptr().add(b * 292)));
                 let isum = _mm512_sub_epi32(sumi[t], _mm512_slli_epi32(corr[t], 5));
                 acc[t] = _mm512_fmadd_ps(_mm512_mul_ps(d, da), _mm512_cvtepi32_ps(isum), acc[t]);
             }
@@ -215,16 +232,9 @@ pub mod avx512 {
 
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,fma,f16c")]
     unsafe fn tile<const N: usize, const KIND: u8>(w: &[u8], a: [&[u8]; N], nb: usize) -> [[f32; GROUP]; N] {
-        let pb = block_bytes(match KIND {
-            Q8 => DType::Q8_0,
-            Q4 => DType::Q4_0,
-            _ => DType::Q5_0,
-        });
-        let shift = match KIND {
-            Q8 => 7,
-            Q4 => 3,
-            _ => 4,
-        };
+        let pb = block_bytes(dtype_of(KIND));
+        // offset · Σa as a shift: the offsets are 128, 8 and 16.
+        let shift = offset(dtype_of(KIND)).trailing_zeros();
         let mut acc = [_mm512_setzero_ps(); N];
         for b in 0..nb {
             let bw = w.as_ptr().add(b * pb);
@@ -309,16 +319,9 @@ pub mod avx2 {
 
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn tile<const N: usize, const KIND: u8>(w: &[u8], a: [&[u8]; N], nb: usize) -> [[f32; GROUP]; N] {
-        let pb = block_bytes(match KIND {
-            Q8 => DType::Q8_0,
-            Q4 => DType::Q4_0,
-            _ => DType::Q5_0,
-        });
-        let off = match KIND {
-            Q8 => 0, // Q8_0 codes are turned back to signed values below
-            Q4 => offset(DType::Q4_0),
-            _ => offset(DType::Q5_0),
-        };
+        let pb = block_bytes(dtype_of(KIND));
+        // Q8_0 codes are turned back to signed values below, so no offset remains.
+        let off = if KIND == Q8 { 0 } else { offset(dtype_of(KIND)) };
         let ones = _mm256_set1_epi16(1);
         let flip = _mm256_set1_epi8(0x80u8 as i8);
         let mut acc = [[_mm256_setzero_ps(); 2]; N];
@@ -337,7 +340,7 @@ pub mod avx2 {
                     let ba = a[t].as_ptr().add(b * ACT_BLOCK);
                     let mut s = _mm256_setzero_si256();
                     for (k, &ck) in c.iter().enumerate() {
-                        let y = _mm256_set1_epi32(act_word(ba, k));
+                        let y = _mm256_set1_epi32(word(ba.add(8), k));
                         // maddubs takes unsigned × signed bytes; 8-bit codes would overflow its i16 pair sums,
                         // so Q8_0 goes back to signed values with the sign moved onto the activation.
                         let p = if KIND == Q8 {
