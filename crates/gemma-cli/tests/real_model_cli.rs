@@ -1,6 +1,6 @@
 //! The `gemma` binary on the real default model (Gemma 3 270M Q4_K_M). Skipped, with a notice, unless
 //! GEMMA_MODEL points to it (`.ci/run` fetches it). Greedy output is checked against llama.cpp's greedy
-//! continuation (../shared/refs/llamacpp_greedy.json), not against anything gemma-rs produced.
+//! continuation (tests/fixtures/llamacpp/greedy.json), not against anything gemma-rs produced.
 
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
@@ -33,7 +33,7 @@ fn fails_with(o: &Output, needle: &str) {
 }
 
 fn llamacpp_refs() -> serde_json::Value {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/refs/llamacpp_greedy.json");
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/llamacpp/greedy.json");
     serde_json::from_str(&std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))).unwrap()
 }
 

@@ -1,5 +1,5 @@
 //! The real Gemma 3 270M Q4_K_M GGUF against llama.cpp's greedy continuations
-//! (`shared/refs/llamacpp_greedy.json`, next to the repository).
+//! (tests/fixtures/llamacpp/greedy.json, made by tools/fixtures/llamacpp_greedy.py).
 //!
 //! Skipped, with a notice, unless `GEMMA_MODEL` names the model file (`scripts/fetch-model.sh` fetches it).
 //! Teacher forcing: the prompt and llama.cpp's first 24 generated tokens go through the model in one pass, as
@@ -40,7 +40,7 @@ struct Case {
 }
 
 fn cases() -> Vec<Case> {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/refs/llamacpp_greedy.json");
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/llamacpp/greedy.json");
     let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
     let ids = |x: &serde_json::Value| x.as_array().unwrap().iter().map(|i| i.as_u64().unwrap() as u32).collect::<Vec<_>>();
