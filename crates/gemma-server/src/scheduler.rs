@@ -402,10 +402,10 @@ impl<'a> Worker<'a> {
                 budget -= n;
                 let last = s.fed + n == s.job.prompt.len();
                 let logits = if last { LogitsWanted::Last } else { LogitsWanted::None };
-                chunks.push(Chunk { tokens: &s.job.prompt[s.fed..s.fed + n], state: &mut s.state, logits });
+                chunks.push(Chunk::new(&s.job.prompt[s.fed..s.fed + n], &mut s.state, logits));
                 plan.push((i, n));
             } else {
-                chunks.push(Chunk { tokens: &s.last, state: &mut s.state, logits: LogitsWanted::Last });
+                chunks.push(Chunk::new(&s.last, &mut s.state, LogitsWanted::Last));
                 plan.push((i, 0));
             }
         }

@@ -27,8 +27,25 @@ pub enum Error {
     #[error("{file}: tensor `{name}` has type {dtype}, which {what}")]
     UnsupportedDType { file: PathBuf, name: String, dtype: String, what: String },
 
-    #[error("unknown architecture `{0}`: gemma-rs runs gemma, gemma2, gemma3 and gemma3_text")]
+    /// A `model_type` / `general.architecture` no config source knows.
+    #[error("unknown architecture `{0}`: not a member of the Gemma family that gemma-rs reads")]
     UnknownArchitecture(String),
+
+    /// A token id at or past the vocabulary size.
+    #[error("token id {id} is outside the vocabulary (size {vocab_size})")]
+    TokenOutOfVocab { id: u32, vocab_size: usize },
+
+    /// A sequence would pass the context it was created with.
+    #[error("sequence would reach {needed} positions, past its context of {max_pos}")]
+    ContextFull { needed: usize, max_pos: usize },
+
+    /// A sequence state made for a model with another layer layout (layer count, kinds or widths).
+    #[error("this sequence state was made for another model (its layers: {state_layers}; this model's: {model_layers})")]
+    ForeignState { state_layers: usize, model_layers: usize },
+
+    /// Something the file or request asks for that this version of gemma-rs does not implement.
+    #[error("{feature} is not supported yet")]
+    Unsupported { feature: String },
 
     #[error("{0}")]
     Tokenizer(String),

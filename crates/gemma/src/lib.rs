@@ -13,10 +13,11 @@
 pub mod error;
 pub mod formats;
 pub mod kernels;
+pub mod load;
 pub mod model;
 pub mod quant;
 pub mod runtime;
 pub mod tokenizer;
 
 pub use error::{Error, Result};
-pub use model::load::{load_tokenizer, load_with_tokenizer};
+pub use load::{load, load_config, load_tokenizer, load_with_tokenizer};

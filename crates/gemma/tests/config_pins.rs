@@ -9,14 +9,14 @@ fn cfg(name: &str) -> Config {
 }
 
 fn local(c: &Config) -> Vec<usize> {
-    c.layers.iter().enumerate().filter(|(_, l)| matches!(l.scope, AttentionScope::Local { .. })).map(|(i, _)| i).collect()
+    c.layers.iter().enumerate().filter(|(_, l)| matches!(l.attention().unwrap().scope, AttentionScope::Local { .. })).map(|(i, _)| i).collect()
 }
 
 fn windows(c: &Config) -> Vec<usize> {
     let mut w: Vec<usize> = c
         .layers
         .iter()
-        .filter_map(|l| match l.scope {
+        .filter_map(|l| match l.attention().unwrap().scope {
             AttentionScope::Local { window } => Some(window),
             _ => None,
         })
@@ -36,7 +36,7 @@ fn gemma1_sizes() {
         assert_eq!(c.family, Family::Gemma);
         assert_eq!(c.n_kv_heads, kv, "{name}");
         assert!(close(c.query_scale, 1.0 / 256f64.sqrt()), "{name}: head_dim^-1/2");
-        assert!(c.layers.iter().all(|l| l.scope == AttentionScope::Global && l.rope == Rope { base: 10000.0, linear_factor: 1.0 }));
+        assert!(c.layers.iter().all(|l| l.attention().unwrap().scope == AttentionScope::Global && l.attention().unwrap().rope == Rope { base: 10000.0, linear_factor: 1.0 }));
         assert_eq!((c.attn_softcap, c.final_softcap), (None, None));
         assert!(!c.sandwich_norms && !c.qk_norm);
     }
@@ -54,7 +54,7 @@ fn gemma2_sizes() {
         assert_eq!(windows(&c), vec![4096]);
         assert_eq!((c.attn_softcap, c.final_softcap), (Some(50.0), Some(30.0)), "{name}");
         assert!(c.sandwich_norms && !c.qk_norm);
-        assert!(c.layers.iter().all(|l| l.rope == Rope { base: 10000.0, linear_factor: 1.0 }));
+        assert!(c.layers.iter().all(|l| l.attention().unwrap().rope == Rope { base: 10000.0, linear_factor: 1.0 }));
     }
 }
 
@@ -76,12 +76,12 @@ fn gemma3_sizes() {
         assert_eq!(local(&c), want, "{name}");
         assert_eq!(windows(&c), vec![window], "{name}");
         for l in &c.layers {
-            let want = match l.scope {
+            let want = match l.attention().unwrap().scope {
                 // Local layers: base 10k, never scaled. Global layers: base 1M, linear factor 8 from 4B up.
                 AttentionScope::Local { .. } => Rope { base: 10000.0, linear_factor: 1.0 },
                 AttentionScope::Global => Rope { base: 1_000_000.0, linear_factor: factor },
             };
-            assert_eq!(l.rope, want, "{name}");
+            assert_eq!(l.attention().unwrap().rope, want, "{name}");
         }
         assert_eq!((c.attn_softcap, c.final_softcap), (None, None), "{name}");
         assert!(c.sandwich_norms && c.qk_norm);

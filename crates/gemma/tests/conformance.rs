@@ -11,7 +11,8 @@
 use std::path::PathBuf;
 
 use gemma::kernels::ThreadPool;
-use gemma::model::{load, Chunk, LogitsWanted, Model, Scratch};
+use gemma::load;
+use gemma::model::{Chunk, LogitsWanted, Model, Scratch};
 use gemma::runtime::sampler::argmax;
 use serde::Deserialize;
 
@@ -50,7 +51,7 @@ fn run_chunked(model: &Model, pool: &ThreadPool, ids: &[u32], sizes: &[usize]) -
     let mut k = 0;
     while at < ids.len() {
         let n = sizes[k % sizes.len()].min(ids.len() - at);
-        let mut chunks = [Chunk { tokens: &ids[at..at + n], state: &mut state, logits: LogitsWanted::All }];
+        let mut chunks = [Chunk::new(&ids[at..at + n], &mut state, LogitsWanted::All)];
         model.forward(pool, &mut chunks, &mut scratch).unwrap();
         rows.extend(scratch.logits(0, vocab).chunks_exact(vocab).map(<[f32]>::to_vec));
         at += n;
@@ -72,8 +73,8 @@ fn run_batched(model: &Model, pool: &ThreadPool, ids: &[u32]) -> (Vec<Vec<f32>>,
         let nb = 3.min(ids.len() - b);
         let mut chunks = vec![];
         let (ta, tb) = (&ids[a..a + na], &ids[b..b + nb]);
-        chunks.push(Chunk { tokens: ta, state: &mut sa, logits: LogitsWanted::All });
-        chunks.push(Chunk { tokens: tb, state: &mut sb, logits: LogitsWanted::All });
+        chunks.push(Chunk::new(ta, &mut sa, LogitsWanted::All));
+        chunks.push(Chunk::new(tb, &mut sb, LogitsWanted::All));
         model.forward(pool, &mut chunks, &mut scratch).unwrap();
         ra.extend(scratch.logits(0, vocab).chunks_exact(vocab).map(<[f32]>::to_vec));
         rb.extend(scratch.logits(1, vocab).chunks_exact(vocab).map(<[f32]>::to_vec));
@@ -103,13 +104,13 @@ fn greedy(model: &Model, pool: &ThreadPool, prompt: &[u32], n: usize) -> Vec<u32
     let mut state = model.new_state(prompt.len() + n);
     let mut scratch = Scratch::new();
     let mut out = Vec::new();
-    let mut chunks = [Chunk { tokens: prompt, state: &mut state, logits: LogitsWanted::Last }];
+    let mut chunks = [Chunk::new(prompt, &mut state, LogitsWanted::Last)];
     model.forward(pool, &mut chunks, &mut scratch).unwrap();
     let mut next = argmax(scratch.logits(0, vocab));
     for _ in 0..n {
         out.push(next);
         let tok = [next];
-        let mut chunks = [Chunk { tokens: &tok, state: &mut state, logits: LogitsWanted::Last }];
+        let mut chunks = [Chunk::new(&tok, &mut state, LogitsWanted::Last)];
         model.forward(pool, &mut chunks, &mut scratch).unwrap();
         next = argmax(scratch.logits(0, vocab));
     }
@@ -210,7 +211,7 @@ fn sliding_window_ring_stays_bounded() {
     let mut scratch = Scratch::new();
     for i in 0..200u32 {
         let tok = [3 + i % 500];
-        let mut chunks = [Chunk { tokens: &tok, state: &mut state, logits: LogitsWanted::None }];
+        let mut chunks = [Chunk::new(&tok, &mut state, LogitsWanted::None)];
         model.forward(&pool, &mut chunks, &mut scratch).unwrap();
     }
     let c = &model.config;

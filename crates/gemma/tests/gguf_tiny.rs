@@ -56,6 +56,7 @@ fn convert(dir: &Path) -> (Config, Vec<u8>) {
         Family::Gemma => "gemma",
         Family::Gemma2 => "gemma2",
         Family::Gemma3 => "gemma3",
+        Family::RecurrentGemma => unreachable!("llama.cpp has no RecurrentGemma"),
     };
     let mut w = GgufWriter::new();
     let u = |v: usize| Value::U32(v as u32);
@@ -69,9 +70,9 @@ fn convert(dir: &Path) -> (Config, Vec<u8>) {
     w.add(format!("{arch}.attention.key_length"), u(cfg.head_dim));
     w.add(format!("{arch}.attention.value_length"), u(cfg.head_dim));
     w.add(format!("{arch}.attention.layer_norm_rms_epsilon"), Value::F32(cfg.norm_eps));
-    let global = cfg.layers.iter().find(|l| l.scope == AttentionScope::Global).unwrap();
-    w.add(format!("{arch}.rope.freq_base"), Value::F32(global.rope.base));
-    let window = cfg.layers.iter().find_map(|l| match l.scope {
+    let global = cfg.layers.iter().find(|l| l.attention().unwrap().scope == AttentionScope::Global).unwrap();
+    w.add(format!("{arch}.rope.freq_base"), Value::F32(global.attention().unwrap().rope.base));
+    let window = cfg.layers.iter().find_map(|l| match l.attention().unwrap().scope {
         AttentionScope::Local { window } => Some(window),
         AttentionScope::Global => None,
     });
@@ -112,7 +113,7 @@ fn tiny_gguf_models_give_transformers_logits() {
     let pool = ThreadPool::new(2);
     for case in ["gemma_mqa", "gemma_mha", "gemma3"] {
         let (hf, file) = load_case(case);
-        let model = gguf::model_from_file(&file).unwrap();
+        let model = gemma::load::model_from_gguf(&file).unwrap();
         let c = &model.config;
         // Same configuration as the Hugging Face one, field by field where GGUF can express it.
         assert_eq!((c.family, c.vocab_size, c.d_model, c.n_layers, c.n_heads, c.n_kv_heads, c.head_dim, c.ffn_dim), (hf.family, hf.vocab_size, hf.d_model, hf.n_layers, hf.n_heads, hf.n_kv_heads, hf.head_dim, hf.ffn_dim), "{case}");
@@ -122,7 +123,7 @@ fn tiny_gguf_models_give_transformers_logits() {
         let ids: Vec<u32> = expected["ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
         let mut state = model.new_state(ids.len());
         let mut scratch = Scratch::new();
-        model.forward(&pool, &mut [Chunk { tokens: &ids, state: &mut state, logits: LogitsWanted::All }], &mut scratch).unwrap();
+        model.forward(&pool, &mut [Chunk::new(&ids, &mut state, LogitsWanted::All)], &mut scratch).unwrap();
         let got = scratch.logits(0, c.vocab_size);
         let mut max_diff = 0f32;
         for (t, row) in expected["logits"].as_array().unwrap().iter().enumerate() {
@@ -138,7 +139,7 @@ fn tiny_gguf_models_give_transformers_logits() {
 #[test]
 fn tiny_gemma2_config_follows_llamacpp() {
     let (hf, file) = load_case("gemma2");
-    let c = Config::from_raw(gguf::raw_config(&file).unwrap()).unwrap();
+    let c = Config::from_raw(gemma::model::config::gguf::raw_config(&file).unwrap()).unwrap();
     assert_eq!((&c.layers, c.attn_softcap, c.final_softcap), (&hf.layers, hf.attn_softcap, hf.final_softcap));
     // llama.cpp scales queries by 1/sqrt(head_dim) for every Gemma 2 but the 27B; the checkpoint's 24 is lost.
     assert_eq!(c.query_scale, 1.0 / 4.0);

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use gemma::formats::safetensors;
-use gemma::model::load;
+use gemma::load;
 
 fn tiny(case: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/tiny").join(case)
@@ -98,11 +98,11 @@ fn prompt_longer_than_context_is_an_error() {
     let mut state = model.new_state(4);
     let mut scratch = gemma::model::Scratch::new();
     let ids = [2u32, 5, 6, 7, 8];
-    let mut chunks = [gemma::model::Chunk { tokens: &ids, state: &mut state, logits: gemma::model::LogitsWanted::Last }];
+    let mut chunks = [gemma::model::Chunk::new(&ids, &mut state, gemma::model::LogitsWanted::Last)];
     let e = model.forward(&pool, &mut chunks, &mut scratch).unwrap_err().to_string();
     assert!(e.contains("past its context of 4"), "{e}");
     let ids = [2u32, 9999];
-    let mut chunks = [gemma::model::Chunk { tokens: &ids, state: &mut state, logits: gemma::model::LogitsWanted::Last }];
+    let mut chunks = [gemma::model::Chunk::new(&ids, &mut state, gemma::model::LogitsWanted::Last)];
     let e = model.forward(&pool, &mut chunks, &mut scratch).unwrap_err().to_string();
     assert!(e.contains("token id 9999"), "{e}");
 }

@@ -92,7 +92,7 @@ fn judge(logits: &[f32], want: u32, step: usize) -> Verdict {
 
 fn load(path: &std::path::Path) -> Model {
     let t = std::time::Instant::now();
-    let m = gguf::load_model(path).unwrap();
+    let m = gemma::load(path).unwrap();
     eprintln!("loaded {} in {:.2?}", path.display(), t.elapsed());
     m
 }
@@ -101,7 +101,7 @@ fn load(path: &std::path::Path) -> Model {
 fn real_model_config() {
     let Some(path) = model_path() else { return };
     let file = gguf::load(&path).unwrap();
-    let m = gguf::model_from_file(&file).unwrap();
+    let m = gemma::load::model_from_gguf(&file).unwrap();
     let c = &m.config;
     assert_eq!((c.n_layers, c.d_model, c.n_heads, c.n_kv_heads, c.head_dim, c.ffn_dim), (18, 640, 4, 1, 256, 2048));
     assert_eq!((c.vocab_size, c.context_len), (262144, 32768));
@@ -112,11 +112,11 @@ fn real_model_config() {
     assert_eq!(c.eos_ids, vec![1, 106], "eos and <end_of_turn>");
     for (i, l) in c.layers.iter().enumerate() {
         if (i + 1) % 6 == 0 {
-            assert_eq!(l.scope, AttentionScope::Global, "layer {i}");
-            assert_eq!((l.rope.base, l.rope.linear_factor), (1e6, 1.0));
+            assert_eq!(l.attention().unwrap().scope, AttentionScope::Global, "layer {i}");
+            assert_eq!((l.attention().unwrap().rope.base, l.attention().unwrap().rope.linear_factor), (1e6, 1.0));
         } else {
-            assert_eq!(l.scope, AttentionScope::Local { window: 512 }, "layer {i}");
-            assert_eq!((l.rope.base, l.rope.linear_factor), (1e4, 1.0));
+            assert_eq!(l.attention().unwrap().scope, AttentionScope::Local { window: 512 }, "layer {i}");
+            assert_eq!((l.attention().unwrap().rope.base, l.attention().unwrap().rope.linear_factor), (1e4, 1.0));
         }
     }
     // The tokenizer's metadata is there for the tokenizer to use.
@@ -144,7 +144,7 @@ fn teacher_forced_matches_llamacpp() {
         let n_prompt = r["n_prompt"].as_u64().unwrap() as usize;
         let mut state = model.new_state(tokens.len());
         let t = std::time::Instant::now();
-        model.forward(&pool, &mut [Chunk { tokens: &tokens, state: &mut state, logits: LogitsWanted::All }], &mut scratch).unwrap();
+        model.forward(&pool, &mut [Chunk::new(&tokens, &mut state, LogitsWanted::All)], &mut scratch).unwrap();
         eprintln!("{prompt:?}: {} tokens in one pass, {:.2?}", tokens.len(), t.elapsed());
         let logits = scratch.logits(0, vocab);
         for (k, top) in r["top"].as_array().unwrap().iter().enumerate() {
@@ -184,19 +184,19 @@ fn decode_through_cache_matches_llamacpp() {
     let mut tokens = case.prompt_ids.clone();
     tokens.extend_from_slice(&case.generated[..N_CHECKED]);
     let mut state = model.new_state(tokens.len());
-    model.forward(&pool, &mut [Chunk { tokens: &tokens, state: &mut state, logits: LogitsWanted::All }], &mut scratch).unwrap();
+    model.forward(&pool, &mut [Chunk::new(&tokens, &mut state, LogitsWanted::All)], &mut scratch).unwrap();
     let one_pass = scratch.logits(0, vocab).to_vec();
 
     // Prefill the prompt, then one token at a time through the cache.
     let t = std::time::Instant::now();
     let mut state = model.new_state(tokens.len());
     let n_prompt = case.prompt_ids.len();
-    model.forward(&pool, &mut [Chunk { tokens: &case.prompt_ids, state: &mut state, logits: LogitsWanted::Last }], &mut scratch).unwrap();
+    model.forward(&pool, &mut [Chunk::new(&case.prompt_ids, &mut state, LogitsWanted::Last)], &mut scratch).unwrap();
     let (mut matched, mut ties, mut bad, mut max_diff) = (0, Vec::new(), Vec::new(), 0f32);
     for k in 0..N_CHECKED {
         if k > 0 {
             let tok = [case.generated[k - 1]];
-            model.forward(&pool, &mut [Chunk { tokens: &tok, state: &mut state, logits: LogitsWanted::Last }], &mut scratch).unwrap();
+            model.forward(&pool, &mut [Chunk::new(&tok, &mut state, LogitsWanted::Last)], &mut scratch).unwrap();
         }
         let logits = scratch.logits(0, vocab);
         let p = n_prompt - 1 + k;

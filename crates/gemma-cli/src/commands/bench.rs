@@ -61,7 +61,7 @@ pub fn run(a: Args) -> Result<()> {
     }
     let path = common::resolve_model(&a.model, a.json)?;
     let t0 = Instant::now();
-    let model = gemma::model::load::load(&path).with_context(|| format!("loading {}", path.display()))?;
+    let model = gemma::load(&path).with_context(|| format!("loading {}", path.display()))?;
     let load_ms = t0.elapsed().as_secs_f64() * 1e3;
     let threads = if a.threads.is_empty() { vec![super::default_threads()] } else { a.threads.clone() };
     let kernel = gemma::kernels::dot::Kernels::get().name;
@@ -134,7 +134,7 @@ fn pp(model: &Model, pool: &ThreadPool, n: usize) -> Result<f64> {
     let mut state = model.new_state(n);
     let mut scratch = Scratch::new();
     let t = Instant::now();
-    let mut chunks = [Chunk { tokens: &ids, state: &mut state, logits: LogitsWanted::Last }];
+    let mut chunks = [Chunk::new(&ids, &mut state, LogitsWanted::Last)];
     model.forward(pool, &mut chunks, &mut scratch)?;
     Ok(common::rate(n, t.elapsed()))
 }
@@ -143,11 +143,11 @@ fn tg(model: &Model, pool: &ThreadPool, n: usize) -> Result<f64> {
     let ids = tokens(n + 1, model.config.vocab_size);
     let mut state = model.new_state(n + 1);
     let mut scratch = Scratch::new();
-    let mut chunks = [Chunk { tokens: &ids[..1], state: &mut state, logits: LogitsWanted::Last }];
+    let mut chunks = [Chunk::new(&ids[..1], &mut state, LogitsWanted::Last)];
     model.forward(pool, &mut chunks, &mut scratch)?;
     let t = Instant::now();
     for i in 1..=n {
-        let mut chunks = [Chunk { tokens: &ids[i..i + 1], state: &mut state, logits: LogitsWanted::Last }];
+        let mut chunks = [Chunk::new(&ids[i..i + 1], &mut state, LogitsWanted::Last)];
         model.forward(pool, &mut chunks, &mut scratch)?;
     }
     Ok(common::rate(n, t.elapsed()))

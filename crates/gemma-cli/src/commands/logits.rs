@@ -28,7 +28,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let model = gemma::model::load::load(&a.model).with_context(|| format!("loading {}", a.model.display()))?;
+    let model = gemma::load(&a.model).with_context(|| format!("loading {}", a.model.display()))?;
     if a.ids.is_empty() {
         bail!("--ids is empty");
     }
@@ -39,12 +39,12 @@ pub fn run(a: Args) -> Result<()> {
     let mut rows: Vec<Vec<f32>> = Vec::with_capacity(a.ids.len());
     if a.decode {
         for id in &a.ids {
-            let mut chunks = [Chunk { tokens: std::slice::from_ref(id), state: &mut state, logits: LogitsWanted::Last }];
+            let mut chunks = [Chunk::new(std::slice::from_ref(id), &mut state, LogitsWanted::Last)];
             model.forward(&pool, &mut chunks, &mut scratch)?;
             rows.push(scratch.logits(0, vocab).to_vec());
         }
     } else {
-        let mut chunks = [Chunk { tokens: &a.ids, state: &mut state, logits: LogitsWanted::All }];
+        let mut chunks = [Chunk::new(&a.ids, &mut state, LogitsWanted::All)];
         model.forward(&pool, &mut chunks, &mut scratch)?;
         rows.extend(scratch.logits(0, vocab).chunks_exact(vocab).map(<[f32]>::to_vec));
     }

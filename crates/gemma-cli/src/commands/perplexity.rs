@@ -61,7 +61,7 @@ pub fn run(a: Args) -> Result<()> {
         let mut chunk = ids[c * a.ctx..(c + 1) * a.ctx].to_vec();
         chunk[0] = bos;
         let mut state = model.new_state(a.ctx);
-        let mut chunks = [Chunk { tokens: &chunk, state: &mut state, logits: LogitsWanted::All }];
+        let mut chunks = [Chunk::new(&chunk, &mut state, LogitsWanted::All)];
         model.forward(&l.pool, &mut chunks, &mut scratch)?;
         let logits = scratch.logits(0, vocab);
         for j in first..a.ctx - 1 {

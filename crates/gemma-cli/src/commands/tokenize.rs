@@ -43,7 +43,7 @@ pub struct DetokenizeArgs {
 
 pub fn tokenize(a: TokenizeArgs) -> Result<()> {
     let path = super::common::resolve_model(&a.model, false)?;
-    let tok = gemma::tokenizer::load(&path).with_context(|| format!("loading the tokenizer of {}", path.display()))?;
+    let tok = gemma::load_tokenizer(&path).with_context(|| format!("loading the tokenizer of {}", path.display()))?;
     let text = super::common::read_prompt(Some(&a.text), None)?;
     let ids = tok.encode(&text, EncodeOptions { add_bos: !a.no_bos, parse_special: !a.no_special });
     if a.json {
@@ -57,7 +57,7 @@ pub fn tokenize(a: TokenizeArgs) -> Result<()> {
 
 pub fn detokenize(a: DetokenizeArgs) -> Result<()> {
     let path = super::common::resolve_model(&a.model, false)?;
-    let tok = gemma::tokenizer::load(&path).with_context(|| format!("loading the tokenizer of {}", path.display()))?;
+    let tok = gemma::load_tokenizer(&path).with_context(|| format!("loading the tokenizer of {}", path.display()))?;
     let control = if a.render_special { gemma::tokenizer::ControlTokens::Render } else { gemma::tokenizer::ControlTokens::Skip };
     println!("{}", tok.decode_with(&a.ids, control)?);
     Ok(())

@@ -1,6 +1,6 @@
 //! Checkpoint file formats. Each reader produces a [`TensorStore`]: named tensors whose bytes stay in the
-//! memory-mapped file, in their stored type. No model knowledge lives here, except in `gguf::model`, which
-//! maps a GGUF file's metadata (its model configuration) to the model layer's raw config.
+//! memory-mapped file, in their stored type. No model knowledge lives here: a GGUF file's metadata is read as
+//! plain keys and values, and the model layer's `config::gguf` interprets them.
 
 pub mod gguf;
 pub mod safetensors;

@@ -1,14 +1,22 @@
 //! The Gemma decoder: one forward pass for every generation, driven by [`Config`].
 //!
-//! A call processes a batch of *chunks*, each some new tokens of one sequence with that sequence's own state,
-//! so one-shot prefill, chunked prefill, token-by-token decode and a server's batch of sequences at different
-//! positions all go through the same code. The tokens of all chunks are stacked into one activation matrix, so
-//! every weight matrix is read once per call; attention then runs per sequence against its own cache.
+//! A call processes a batch of *chunks*, each some new positions of one sequence with that sequence's own
+//! state, so one-shot prefill, chunked prefill, token-by-token decode and a server's batch of sequences at
+//! different positions all go through the same code. The rows of all chunks are stacked into one activation
+//! matrix, so every weight matrix is read once per call; mixers that look across positions (attention,
+//! recurrence) then run per sequence against its own state.
+//!
+//! `forward` reads as the architecture: embed → for each layer, `x += mixer(norm(x))` then
+//! `x += mlp(norm(x))` → final norm and logits. A layer's mixer is its [`MixerWeights`] variant.
+
+use std::ops::Range;
 
 use super::config::Config;
-use super::state::SeqState;
-use super::weights::Weights;
-use crate::kernels::ops::{geglu, rms_norm, rms_norm_inplace, rope_apply_cs, rope_cos_sin, rope_inv_freq, softcap};
+use super::state::{state_layout, KvLayer, LayerState, SeqState};
+use super::weights::{AttentionWeights, LayerWeights, MixerWeights, MlpWeights, Weights};
+use crate::kernels::ops::{
+    geglu, rms_norm, rms_norm_inplace, rope_apply_cs, rope_cos_sin, rope_inv_freq, softcap,
+};
 use crate::kernels::{matmul, matmul_many, ActCache, SyncPtr, ThreadPool};
 use crate::quant::DType;
 use crate::{Error, Result};
@@ -22,8 +30,10 @@ pub struct Model {
     pub embed_scale: f32,
     /// The distinct RoPE inverse-frequency tables (head_dim / 2 each): one or two (local and global layers).
     inv_freqs: Vec<Vec<f32>>,
-    /// Per layer: its table in `inv_freqs`.
+    /// Per layer: its table in `inv_freqs` (attention layers only).
     layer_rope: Vec<usize>,
+    /// What a [`SeqState`] for this model looks like (checked before a forward pass touches any state).
+    layout: Vec<(u8, usize, usize)>,
 }
 
 /// Which positions of a chunk need output logits.
@@ -34,11 +44,44 @@ pub enum LogitsWanted {
     All,
 }
 
-/// New tokens of one sequence.
+/// Ready-made embedding rows (image features projected to d_model) that replace the embeddings of some of
+/// a chunk's tokens (their placeholders). Used as given: not multiplied by the embedding scale.
+#[derive(Debug, Clone, Copy)]
+pub struct EmbeddingRows<'a> {
+    /// Offset in the chunk of the first replaced token.
+    pub at: usize,
+    /// (n, d_model) row-major.
+    pub data: &'a [f32],
+}
+
+/// New positions of one sequence: token ids (embedded and scaled), some of whose rows may be replaced by
+/// ready-made embeddings, with the spans that attend bidirectionally.
 pub struct Chunk<'a> {
     pub tokens: &'a [u32],
+    /// Rows replacing the embeddings of tokens of this chunk (sorted, disjoint).
+    pub rows: &'a [EmbeddingRows<'a>],
+    /// Offsets in this chunk (sorted, disjoint) whose positions see each other both ways: PaliGemma's prefix,
+    /// one Gemma 3 image's soft tokens. A span must lie inside one chunk, since its first query sees its last
+    /// key; outside the spans attention is causal.
+    pub bidirectional: &'a [Range<usize>],
     pub state: &'a mut SeqState,
     pub logits: LogitsWanted,
+}
+
+impl<'a> Chunk<'a> {
+    /// Token ids only, causal.
+    pub fn new(tokens: &'a [u32], state: &'a mut SeqState, logits: LogitsWanted) -> Self {
+        Chunk {
+            tokens,
+            rows: &[],
+            bidirectional: &[],
+            state,
+            logits,
+        }
+    }
+    pub fn n(&self) -> usize {
+        self.tokens.len()
+    }
 }
 
 /// Activation buffers, reused across calls so that decoding does not allocate once they have grown.
@@ -47,7 +90,7 @@ pub struct Scratch {
     /// (T, d_model) residual stream
     x: Vec<f32>,
     /// (T, d_model) normed input of a sub-block
-    xn: Vec<f32>,
+    x_norm: Vec<f32>,
     /// (T, q_dim)
     q: Vec<f32>,
     /// (T, kv_dim)
@@ -56,18 +99,18 @@ pub struct Scratch {
     /// (T, q_dim) attention output before o_proj
     att: Vec<f32>,
     /// (T, d_model) sub-block output
-    y: Vec<f32>,
+    out: Vec<f32>,
     /// (T, ffn_dim)
     gate: Vec<f32>,
     up: Vec<f32>,
     acts: ActCache,
     /// (rows wanted, d_model) and (rows wanted, vocab)
-    last: Vec<f32>,
+    wanted_x: Vec<f32>,
     logits: Vec<f32>,
     /// (rope tables, T, head_dim): cos and sin of every token's angles, shared by all layers with that table.
     rope: Vec<f32>,
     /// Per chunk: the range of rows of `logits` it asked for.
-    logit_rows: Vec<std::ops::Range<usize>>,
+    logit_rows: Vec<Range<usize>>,
     /// Rows of the batch whose logits were asked for (kept here so that decoding does not allocate).
     wanted: Vec<usize>,
 }
@@ -81,6 +124,23 @@ impl Scratch {
         let r = &self.logit_rows[i];
         &self.logits[r.start * vocab..r.end * vocab]
     }
+    /// Size every buffer for `t` rows of this config.
+    fn grow(&mut self, c: &Config, t: usize) {
+        let (d, qd, kvd, fd) = (c.d_model, c.q_dim(), c.kv_dim(), c.ffn_dim);
+        for (v, n) in [
+            (&mut self.x, d),
+            (&mut self.x_norm, d),
+            (&mut self.out, d),
+            (&mut self.q, qd),
+            (&mut self.att, qd),
+            (&mut self.k, kvd),
+            (&mut self.v, kvd),
+            (&mut self.gate, fd),
+            (&mut self.up, fd),
+        ] {
+            grow(v, t * n);
+        }
+    }
 }
 
 fn grow(v: &mut Vec<f32>, n: usize) {
@@ -90,7 +150,21 @@ fn grow(v: &mut Vec<f32>, n: usize) {
 }
 
 impl Model {
-    pub fn new(config: Config, weights: Weights) -> Model {
+    /// Errors: a layer kind this version cannot run yet ([`Error::Unsupported`]).
+    pub fn new(config: Config, weights: Weights) -> Result<Model> {
+        if config.layers.iter().any(|l| l.recurrent().is_some()) {
+            return Err(Error::Unsupported {
+                feature: "RecurrentGemma's recurrent (RG-LRU) blocks".into(),
+            });
+        }
+        if config
+            .attention_layers()
+            .any(|a| a.rotary_dims != config.head_dim)
+        {
+            return Err(Error::Unsupported {
+                feature: "partial rotary embeddings".into(),
+            });
+        }
         let embed_scale = {
             let s = (config.d_model as f32).sqrt();
             match weights.embed.dtype {
@@ -102,14 +176,26 @@ impl Model {
         let mut inv_freqs: Vec<Vec<f32>> = Vec::new();
         let mut layer_rope = Vec::new();
         for l in &config.layers {
-            let f = rope_inv_freq(config.head_dim, l.rope.base, l.rope.linear_factor);
+            let Some(a) = l.attention() else {
+                layer_rope.push(usize::MAX);
+                continue;
+            };
+            let f = rope_inv_freq(config.head_dim, a.rope.base, a.rope.linear_factor);
             let i = inv_freqs.iter().position(|g| *g == f).unwrap_or_else(|| {
                 inv_freqs.push(f);
                 inv_freqs.len() - 1
             });
             layer_rope.push(i);
         }
-        Model { config, weights, embed_scale, inv_freqs, layer_rope }
+        let layout = state_layout(&config);
+        Ok(Model {
+            config,
+            weights,
+            embed_scale,
+            inv_freqs,
+            layer_rope,
+            layout,
+        })
     }
 
     /// A fresh state for a sequence of at most `max_pos` positions (capped at the model's context).
@@ -117,122 +203,250 @@ impl Model {
         SeqState::new(&self.config, max_pos.min(self.config.context_len))
     }
 
-    /// Run the new tokens of every chunk through the model, appending them to each chunk's state; the logits
-    /// asked for are left in `scratch` (see [`Scratch::logits`]). Fails, before touching any state, on an
-    /// out-of-vocabulary id or a chunk that would pass its sequence's `max_pos`.
+    /// Run the new positions of every chunk through the model, appending them to each chunk's state; the
+    /// logits asked for are left in `scratch` (see [`Scratch::logits`]). Fails, before touching any state, on
+    /// an out-of-vocabulary id, a chunk that would pass its sequence's `max_pos`, a state made for another
+    /// model, or embedding rows / bidirectional spans that do not fit their chunk.
     pub fn forward(&self, pool: &ThreadPool, chunks: &mut [Chunk], s: &mut Scratch) -> Result<()> {
-        let c = &self.config;
         for ch in chunks.iter() {
-            if let Some(&bad) = ch.tokens.iter().find(|&&t| t as usize >= c.vocab_size) {
-                return Err(Error::Invalid(format!("token id {bad} is outside the vocabulary (size {})", c.vocab_size)));
+            self.validate(ch)?;
+        }
+        let t_total: usize = chunks.iter().map(Chunk::n).sum();
+        s.grow(&self.config, t_total);
+        self.embed(chunks, &mut s.x[..t_total * self.config.d_model]);
+        self.rope_tables(chunks, t_total, s);
+        for ch in chunks.iter_mut() {
+            let (pos, n) = (ch.state.pos, ch.n());
+            for l in &mut ch.state.layers {
+                if let LayerState::Kv(kv) = l {
+                    kv.reserve(pos, n);
+                }
             }
-            if ch.state.pos + ch.tokens.len() > ch.state.max_pos {
+        }
+        for (l, lw) in self.weights.layers.iter().enumerate() {
+            self.layer(pool, l, lw, chunks, t_total, s);
+        }
+        self.logits(pool, chunks, t_total, s);
+        Ok(())
+    }
+
+    fn validate(&self, ch: &Chunk) -> Result<()> {
+        let c = &self.config;
+        if *ch.state.layout != *self.layout {
+            return Err(Error::ForeignState {
+                state_layers: ch.state.layout.len(),
+                model_layers: self.layout.len(),
+            });
+        }
+        if let Some(&id) = ch.tokens.iter().find(|&&t| t as usize >= c.vocab_size) {
+            return Err(Error::TokenOutOfVocab {
+                id,
+                vocab_size: c.vocab_size,
+            });
+        }
+        if ch.state.pos + ch.n() > ch.state.max_pos {
+            return Err(Error::ContextFull {
+                needed: ch.state.pos + ch.n(),
+                max_pos: ch.state.max_pos,
+            });
+        }
+        let mut end = 0;
+        for r in ch.rows {
+            let n = r.data.len() / c.d_model;
+            if r.data.len() % c.d_model != 0 || r.at < end || r.at + n > ch.n() {
                 return Err(Error::Invalid(format!(
-                    "sequence would reach {} positions, past its context of {}",
-                    ch.state.pos + ch.tokens.len(),
-                    ch.state.max_pos
+                    "embedding rows at offset {} ({} values) do not fit a chunk of {} positions as whole rows of d_model = {}, after the previous rows",
+                    r.at,
+                    r.data.len(),
+                    ch.n(),
+                    c.d_model
                 )));
             }
+            end = r.at + n;
         }
-        let t_total: usize = chunks.iter().map(|ch| ch.tokens.len()).sum();
-        let (d, qd, kvd, fd) = (c.d_model, c.q_dim(), c.kv_dim(), c.ffn_dim);
-        grow(&mut s.x, t_total * d);
-        grow(&mut s.xn, t_total * d);
-        grow(&mut s.y, t_total * d);
-        grow(&mut s.q, t_total * qd);
-        grow(&mut s.att, t_total * qd);
-        grow(&mut s.k, t_total * kvd);
-        grow(&mut s.v, t_total * kvd);
-        grow(&mut s.gate, t_total * fd);
-        grow(&mut s.up, t_total * fd);
-
-        // Embedding lookup, scaled by sqrt(d_model).
-        let w = &self.weights;
-        let mut row = 0;
-        for ch in chunks.iter() {
-            for &tok in ch.tokens {
-                let x = &mut s.x[row * d..(row + 1) * d];
-                w.embed.dequantize_row(tok as usize, x);
-                x.iter_mut().for_each(|v| *v *= self.embed_scale);
-                row += 1;
+        end = 0;
+        for sp in ch.bidirectional {
+            if sp.start < end || sp.start > sp.end || sp.end > ch.n() {
+                return Err(Error::Invalid(format!(
+                    "bidirectional span {sp:?} does not lie inside the chunk's {} positions after the previous span",
+                    ch.n()
+                )));
             }
+            end = sp.end;
         }
-        // cos/sin of every token's angles, once per RoPE table rather than per layer and head.
-        let hd = c.head_dim;
+        Ok(())
+    }
+
+    /// Token embeddings × sqrt(d_model) into `x` (T, d_model), then the ready-made rows over their tokens.
+    fn embed(&self, chunks: &[Chunk], x: &mut [f32]) {
+        let d = self.config.d_model;
+        let rows = x.chunks_exact_mut(d);
+        for (&tok, x) in chunks.iter().flat_map(|ch| ch.tokens).zip(rows) {
+            self.weights.embed.dequantize_row(tok as usize, x);
+            x.iter_mut().for_each(|v| *v *= self.embed_scale);
+        }
+        let mut row0 = 0;
+        for ch in chunks {
+            for r in ch.rows {
+                let at = (row0 + r.at) * d;
+                x[at..at + r.data.len()].copy_from_slice(r.data);
+            }
+            row0 += ch.n();
+        }
+    }
+
+    /// cos/sin of every row's angles, once per RoPE table rather than per layer and head.
+    fn rope_tables(&self, chunks: &[Chunk], t_total: usize, s: &mut Scratch) {
+        let hd = self.config.head_dim;
         grow(&mut s.rope, self.inv_freqs.len() * t_total * hd);
         for (f, inv) in self.inv_freqs.iter().enumerate() {
             let mut row = 0;
-            for ch in chunks.iter() {
-                for i in 0..ch.tokens.len() {
+            for ch in chunks {
+                for i in 0..ch.n() {
                     let at = (f * t_total + row) * hd;
                     rope_cos_sin(ch.state.pos + i, inv, &mut s.rope[at..at + hd]);
                     row += 1;
                 }
             }
         }
-        let rope = &s.rope[..self.inv_freqs.len() * t_total * hd];
+    }
+
+    /// One residual block: `x += post_norm(mixer(norm(x)))`, then `x += post_norm(mlp(norm(x)))`.
+    fn layer(
+        &self,
+        pool: &ThreadPool,
+        l: usize,
+        lw: &LayerWeights,
+        chunks: &mut [Chunk],
+        t: usize,
+        s: &mut Scratch,
+    ) {
+        let (d, eps) = (self.config.d_model, self.config.norm_eps);
+        norm_rows(&s.x[..t * d], &lw.mixer_norm, eps, &mut s.x_norm[..t * d]);
+        match &lw.mixer {
+            MixerWeights::Attention(aw) => self.attention_block(pool, l, aw, chunks, t, s),
+            // Model::new refuses configs with recurrent layers until their block lands.
+            MixerWeights::Recurrent(_) => unreachable!("recurrent layers are refused at load"),
+        }
+        add_residual(
+            &mut s.x[..t * d],
+            &mut s.out[..t * d],
+            lw.post_mixer_norm.as_deref(),
+            eps,
+            d,
+        );
+        norm_rows(&s.x[..t * d], &lw.mlp_norm, eps, &mut s.x_norm[..t * d]);
+        self.mlp_block(pool, &lw.mlp, t, s);
+        add_residual(
+            &mut s.x[..t * d],
+            &mut s.out[..t * d],
+            lw.post_mlp_norm.as_deref(),
+            eps,
+            d,
+        );
+    }
+
+    /// `out = o(attention(rope(qk_norm(q)), rope(qk_norm(k)), v))` of `x_norm`, appending each chunk's keys and
+    /// values to its sequence's cache first.
+    fn attention_block(
+        &self,
+        pool: &ThreadPool,
+        l: usize,
+        w: &AttentionWeights,
+        chunks: &mut [Chunk],
+        t: usize,
+        s: &mut Scratch,
+    ) {
+        let c = &self.config;
+        let (d, qd, kvd, hd) = (c.d_model, c.q_dim(), c.kv_dim(), c.head_dim);
+        let (q, k, v, att) = (
+            &mut s.q[..t * qd],
+            &mut s.k[..t * kvd],
+            &mut s.v[..t * kvd],
+            &mut s.att[..t * qd],
+        );
+        matmul_many(
+            pool,
+            &s.x_norm[..t * d],
+            &mut [(&w.q, &mut *q), (&w.k, &mut *k), (&w.v, &mut *v)],
+            &mut s.acts,
+        );
+        if let (Some(qn), Some(kn)) = (&w.q_norm, &w.k_norm) {
+            q.chunks_exact_mut(hd)
+                .for_each(|h| rms_norm_inplace(h, qn, c.norm_eps));
+            k.chunks_exact_mut(hd)
+                .for_each(|h| rms_norm_inplace(h, kn, c.norm_eps));
+        }
+        let table = &s.rope[self.layer_rope[l] * t * hd..(self.layer_rope[l] + 1) * t * hd];
+        for (r, cs) in table.chunks_exact(hd).enumerate() {
+            q[r * qd..(r + 1) * qd]
+                .chunks_exact_mut(hd)
+                .for_each(|h| rope_apply_cs(h, cs));
+            k[r * kvd..(r + 1) * kvd]
+                .chunks_exact_mut(hd)
+                .for_each(|h| rope_apply_cs(h, cs));
+        }
+        let mut row = 0;
         for ch in chunks.iter_mut() {
-            for (l, kv) in ch.state.layers.iter_mut().enumerate() {
-                debug_assert!(l < c.n_layers);
-                kv.reserve(ch.state.pos, ch.tokens.len());
+            let (n, p0) = (ch.n(), ch.state.pos);
+            let LayerState::Kv(kv) = &mut ch.state.layers[l] else {
+                unreachable!("state layout checked in forward")
+            };
+            // Append this chunk's keys and values, then attend: the ring was sized to keep what it needs.
+            for i in 0..n {
+                let slot = kv.slot(p0 + i);
+                kv.k[slot * kvd..(slot + 1) * kvd]
+                    .copy_from_slice(&k[(row + i) * kvd..(row + i + 1) * kvd]);
+                kv.v[slot * kvd..(slot + 1) * kvd]
+                    .copy_from_slice(&v[(row + i) * kvd..(row + i + 1) * kvd]);
             }
+            self.attend(
+                pool,
+                kv,
+                p0,
+                &q[row * qd..(row + n) * qd],
+                &mut att[row * qd..(row + n) * qd],
+            );
+            row += n;
         }
-
-        let (x, xn, y) = (&mut s.x[..t_total * d], &mut s.xn[..t_total * d], &mut s.y[..t_total * d]);
-        let (q, k, v, att) =
-            (&mut s.q[..t_total * qd], &mut s.k[..t_total * kvd], &mut s.v[..t_total * kvd], &mut s.att[..t_total * qd]);
-        let (gate, up) = (&mut s.gate[..t_total * fd], &mut s.up[..t_total * fd]);
-        for (l, lw) in w.layers.iter().enumerate() {
-            // --- attention block: x += post_norm(o(attn(rope(norm(q)), rope(norm(k)), v))) ---
-            for (xr, nr) in x.chunks_exact(d).zip(xn.chunks_exact_mut(d)) {
-                rms_norm(xr, &lw.attn_norm, c.norm_eps, nr);
-            }
-            matmul_many(pool, xn, &mut [(&lw.q, &mut *q), (&lw.k, &mut *k), (&lw.v, &mut *v)], &mut s.acts);
-            if let (Some(qn), Some(kn)) = (&lw.q_norm, &lw.k_norm) {
-                q.chunks_exact_mut(c.head_dim).for_each(|h| rms_norm_inplace(h, qn, c.norm_eps));
-                k.chunks_exact_mut(c.head_dim).for_each(|h| rms_norm_inplace(h, kn, c.norm_eps));
-            }
-            let mut row = 0;
-            for ch in chunks.iter_mut() {
-                let n = ch.tokens.len();
-                let p0 = ch.state.pos;
-                for i in 0..n {
-                    let r = row + i;
-                    let at = (self.layer_rope[l] * t_total + r) * hd;
-                    let cs = &rope[at..at + hd];
-                    q[r * qd..(r + 1) * qd].chunks_exact_mut(hd).for_each(|h| rope_apply_cs(h, cs));
-                    k[r * kvd..(r + 1) * kvd].chunks_exact_mut(hd).for_each(|h| rope_apply_cs(h, cs));
-                }
-                // Append this chunk's keys and values, then attend: the ring was sized to keep what it needs.
-                let kv = &mut ch.state.layers[l];
-                for i in 0..n {
-                    let slot = kv.slot(p0 + i);
-                    kv.k[slot * kvd..(slot + 1) * kvd].copy_from_slice(&k[(row + i) * kvd..(row + i + 1) * kvd]);
-                    kv.v[slot * kvd..(slot + 1) * kvd].copy_from_slice(&v[(row + i) * kvd..(row + i + 1) * kvd]);
-                }
-                self.attend(pool, kv, p0, &q[row * qd..(row + n) * qd], &mut att[row * qd..(row + n) * qd]);
-                row += n;
-            }
-            matmul(pool, &lw.o, att, y, &mut s.acts);
-            add_residual(x, y, lw.post_attn_norm.as_deref(), c.norm_eps, d);
-
-            // --- MLP block: x += post_norm(down(gelu(gate(norm(x))) · up(norm(x)))) ---
-            for (xr, nr) in x.chunks_exact(d).zip(xn.chunks_exact_mut(d)) {
-                rms_norm(xr, &lw.ffn_norm, c.norm_eps, nr);
-            }
-            matmul_many(pool, xn, &mut [(&lw.gate, &mut *gate), (&lw.up, &mut *up)], &mut s.acts);
-            geglu(gate, up);
-            matmul(pool, &lw.down, gate, y, &mut s.acts);
-            add_residual(x, y, lw.post_ffn_norm.as_deref(), c.norm_eps, d);
+        let out = &mut s.out[..t * d];
+        matmul(pool, &w.o, att, out, &mut s.acts);
+        if let Some(b) = &w.o_bias {
+            add_bias(out, b);
         }
+    }
 
-        // Final norm and output projection, only for the rows asked for.
+    /// `out = down(gelu_tanh(gate(x_norm)) · up(x_norm))`, with biases where the config has them.
+    fn mlp_block(&self, pool: &ThreadPool, w: &MlpWeights, t: usize, s: &mut Scratch) {
+        let (d, f) = (self.config.d_model, self.config.ffn_dim);
+        let (gate, up) = (&mut s.gate[..t * f], &mut s.up[..t * f]);
+        matmul_many(
+            pool,
+            &s.x_norm[..t * d],
+            &mut [(&w.gate, &mut *gate), (&w.up, &mut *up)],
+            &mut s.acts,
+        );
+        if let Some([bg, bu, _]) = &w.bias {
+            add_bias(gate, bg);
+            add_bias(up, bu);
+        }
+        geglu(gate, up);
+        matmul(pool, &w.down, gate, &mut s.out[..t * d], &mut s.acts);
+        if let Some([_, _, bd]) = &w.bias {
+            add_bias(&mut s.out[..t * d], bd);
+        }
+    }
+
+    /// Final norm and output projection, only for the rows asked for; advances every chunk's position.
+    fn logits(&self, pool: &ThreadPool, chunks: &mut [Chunk], t: usize, s: &mut Scratch) {
+        let c = &self.config;
+        let d = c.d_model;
         s.logit_rows.clear();
         let mut wanted = std::mem::take(&mut s.wanted);
         wanted.clear();
         let mut row = 0;
         for ch in chunks.iter_mut() {
-            let n = ch.tokens.len();
+            let n = ch.n();
             let start = wanted.len();
             match ch.logits {
                 LogitsWanted::None => {}
@@ -244,25 +458,35 @@ impl Model {
             ch.state.pos += n;
             row += n;
         }
-        let vocab = c.vocab_size;
-        grow(&mut s.last, wanted.len() * d);
+        debug_assert_eq!(row, t);
+        grow(&mut s.wanted_x, wanted.len() * d);
         for (i, &r) in wanted.iter().enumerate() {
-            rms_norm(&x[r * d..(r + 1) * d], &w.final_norm, c.norm_eps, &mut s.last[i * d..(i + 1) * d]);
+            rms_norm(
+                &s.x[r * d..(r + 1) * d],
+                &self.weights.final_norm,
+                c.norm_eps,
+                &mut s.wanted_x[i * d..(i + 1) * d],
+            );
         }
-        s.logits.resize(wanted.len() * vocab, 0.0);
-        matmul(pool, w.output(), &s.last[..wanted.len() * d], &mut s.logits, &mut s.acts);
+        s.logits.resize(wanted.len() * c.vocab_size, 0.0);
+        matmul(
+            pool,
+            self.weights.output(),
+            &s.wanted_x[..wanted.len() * d],
+            &mut s.logits,
+            &mut s.acts,
+        );
         if let Some(cap) = c.final_softcap {
             softcap(&mut s.logits, cap);
         }
         s.wanted = wanted;
-        Ok(())
     }
 
     /// Causal attention of `n` new queries (positions `p0..p0+n`, already in the cache) over the cached keys
     /// each may see; softmax computed online in blocks of keys (FlashAttention's recurrence), with no score
     /// matrix. A task takes a few queries and the query heads of one key/value head (grouped-query attention),
     /// so that each key and value row it reads serves all of them while it is in L1.
-    fn attend(&self, pool: &ThreadPool, kv: &super::state::KvLayer, p0: usize, q: &[f32], out: &mut [f32]) {
+    fn attend(&self, pool: &ThreadPool, kv: &KvLayer, p0: usize, q: &[f32], out: &mut [f32]) {
         /// Rows (query, head) per task, and keys per block of the online softmax.
         const ROWS: usize = 16;
         const BLOCK: usize = 32;
@@ -274,7 +498,11 @@ impl Model {
         let ops = crate::kernels::ops::Ops::get();
         // Heads per task: the whole group, unless that leaves threads idle (decoding one token).
         let threads = pool.n_threads();
-        let hpt = if n * n_kv >= threads { group.min(ROWS) } else { 1 };
+        let hpt = if n * n_kv >= threads {
+            group.min(ROWS)
+        } else {
+            1
+        };
         let h_chunks = group.div_ceil(hpt);
         // Queries per task: fill ROWS, but keep a few tasks per thread for balance (causal rows differ in length).
         let qpt = (ROWS / hpt).max(1).min(n.div_ceil(4 * threads)).max(1);
@@ -307,7 +535,8 @@ impl Model {
             o[..rows].iter_mut().for_each(|o| o.fill(0.0));
             let mut scores = [0f32; ROWS * BLOCK];
             let (mut m, mut sum) = ([f32::NEG_INFINITY; ROWS], [0f32; ROWS]);
-            let (mut keys, mut vals): ([&[f32]; BLOCK], [&[f32]; BLOCK]) = ([&[]; BLOCK], [&[]; BLOCK]);
+            let (mut keys, mut vals): ([&[f32]; BLOCK], [&[f32]; BLOCK]) =
+                ([&[]; BLOCK], [&[]; BLOCK]);
             // Keys visible to query i: first_visible(p0 + i) ..= p0 + i; the task walks their union in blocks
             // small enough to stay in L1 while every query goes over them. Blocks are aligned to multiples of
             // BLOCK so that a query's sums do not depend on which task it fell in (chunking, threads).
@@ -328,7 +557,11 @@ impl Model {
                         continue;
                     }
                     let w = b - a;
-                    (ops.dots)(&qs[qi * nh..(qi + 1) * nh], &keys[a - j0..b - j0], &mut scores[..nh * w]);
+                    (ops.dots)(
+                        &qs[qi * nh..(qi + 1) * nh],
+                        &keys[a - j0..b - j0],
+                        &mut scores[..nh * w],
+                    );
                     for (hh, sc) in scores[..nh * w].chunks_exact_mut(w).enumerate() {
                         let r = qi * nh + hh;
                         (ops.scale)(sc, scale);
@@ -336,7 +569,11 @@ impl Model {
                             (ops.softcap)(sc, cap);
                         }
                         let m_new = sc.iter().copied().fold(m[r], f32::max);
-                        let keep = if m_new > m[r] { (m[r] - m_new).exp() } else { 1.0 };
+                        let keep = if m_new > m[r] {
+                            (m[r] - m_new).exp()
+                        } else {
+                            1.0
+                        };
                         sum[r] = sum[r] * keep + (ops.exp_sum)(sc, m_new);
                         m[r] = m_new;
                         (ops.weighted_sum)(o[r], keep, sc, &vals[a - j0..b - j0]);
@@ -351,10 +588,26 @@ impl Model {
     }
 }
 
+/// RMSNorm of every row of `x` (rows of `scale.len()`) into `out`.
+fn norm_rows(x: &[f32], scale: &[f32], eps: f32, out: &mut [f32]) {
+    let d = scale.len();
+    for (xr, nr) in x.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
+        rms_norm(xr, scale, eps, nr);
+    }
+}
+
+/// `y[r] += b` for every row r.
+fn add_bias(y: &mut [f32], b: &[f32]) {
+    for r in y.chunks_exact_mut(b.len()) {
+        r.iter_mut().zip(b).for_each(|(a, b)| *a += b);
+    }
+}
+
 /// `x += norm(y)` (with a post-norm) or `x += y`.
 fn add_residual(x: &mut [f32], y: &mut [f32], post_norm: Option<&[f32]>, eps: f32, d: usize) {
     if let Some(pn) = post_norm {
-        y.chunks_exact_mut(d).for_each(|r| rms_norm_inplace(r, pn, eps));
+        y.chunks_exact_mut(d)
+            .for_each(|r| rms_norm_inplace(r, pn, eps));
     }
     x.iter_mut().zip(y.iter()).for_each(|(a, b)| *a += b);
 }

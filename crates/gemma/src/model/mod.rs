@@ -3,12 +3,11 @@
 
 pub mod config;
 pub mod decoder;
-pub mod load;
 pub mod presets;
 pub mod state;
 pub mod summary;
 pub mod weights;
 
-pub use config::{AttentionScope, Config, Family, RawConfig};
-pub use decoder::{Chunk, LogitsWanted, Model, Scratch};
-pub use state::SeqState;
+pub use config::{AttentionScope, Config, Family, LayerSpec, Mixer, RawConfig};
+pub use decoder::{Chunk, EmbeddingRows, LogitsWanted, Model, Scratch};
+pub use state::{LayerState, SeqState};

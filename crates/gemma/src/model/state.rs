@@ -1,9 +1,10 @@
-//! Per-sequence mutable state: the position reached and, per layer, what the layer remembers of the past.
-//! For Gemma's attention layers that is a KV cache; global layers keep every position, local (sliding-window)
-//! layers keep a ring of the last positions only, so their memory does not grow with the context.
-//! (Griffin's recurrent layers will keep a fixed-size recurrent state here instead.)
+//! Per-sequence mutable state: the position reached and, per layer, what the layer remembers of the past
+//! ([`LayerState`], one variant per mixer kind). An attention layer keeps a KV cache: global layers every
+//! position, local (sliding-window) layers a ring of the last positions only, so their memory does not grow
+//! with the context. A recurrent (Griffin) layer keeps a fixed-size state: the RG-LRU's hidden vector and the
+//! last `conv1d_width - 1` inputs of its convolution.
 
-use super::config::{AttentionScope, Config};
+use super::config::{AttentionScope, Config, Mixer, RecurrentSpec};
 
 /// Keys and values of one attention layer. Position `j` lives in slot `j` (global) or `j % ring` (local).
 #[derive(Debug, Clone)]
@@ -92,6 +93,58 @@ impl KvLayer {
     }
 }
 
+/// Griffin's recurrent layer state: constant size, whatever the sequence length.
+#[derive(Debug, Clone)]
+pub struct RecurrentState {
+    /// RG-LRU hidden state h_t, (lru_width), f32 as transformers accumulates it.
+    pub(crate) h: Vec<f32>,
+    /// The last `conv1d_width - 1` inputs of the causal depthwise convolution, oldest first,
+    /// (conv1d_width - 1, lru_width).
+    pub(crate) conv: Vec<f32>,
+}
+
+impl RecurrentState {
+    fn new(spec: &RecurrentSpec) -> Self {
+        RecurrentState { h: vec![0.0; spec.lru_width], conv: vec![0.0; (spec.conv1d_width - 1) * spec.lru_width] }
+    }
+    fn clear(&mut self) {
+        self.h.fill(0.0);
+        self.conv.fill(0.0);
+    }
+}
+
+/// What one layer remembers of a sequence, by mixer kind.
+#[derive(Debug, Clone)]
+pub enum LayerState {
+    Kv(KvLayer),
+    Recurrent(RecurrentState),
+}
+
+impl LayerState {
+    fn bytes(&self) -> usize {
+        match self {
+            LayerState::Kv(kv) => kv.bytes(),
+            LayerState::Recurrent(r) => (r.h.capacity() + r.conv.capacity()) * std::mem::size_of::<f32>(),
+        }
+    }
+}
+
+/// What a state's layers look like, to refuse a state made for another model before touching anything:
+/// per layer, the mixer kind and its widths.
+pub(crate) fn state_layout(cfg: &Config) -> Vec<(u8, usize, usize)> {
+    let window = |s: AttentionScope| match s {
+        AttentionScope::Global => 0,
+        AttentionScope::Local { window } => window,
+    };
+    cfg.layers
+        .iter()
+        .map(|l| match l.mixer {
+            Mixer::Attention(a) => (0, cfg.kv_dim(), window(a.scope)),
+            Mixer::Recurrent(r) => (1, r.lru_width, r.conv1d_width),
+        })
+        .collect()
+}
+
 /// Everything one sequence carries between forward passes.
 #[derive(Debug, Clone)]
 pub struct SeqState {
@@ -99,35 +152,59 @@ pub struct SeqState {
     pub pos: usize,
     /// The most positions this sequence may reach (the context size it was created with).
     pub max_pos: usize,
-    pub(crate) layers: Vec<KvLayer>,
+    pub(crate) layers: Vec<LayerState>,
+    /// [`state_layout`] of the model it was made for.
+    pub(crate) layout: std::sync::Arc<[(u8, usize, usize)]>,
 }
 
 impl SeqState {
     pub fn new(cfg: &Config, max_pos: usize) -> Self {
-        SeqState { pos: 0, max_pos, layers: cfg.layers.iter().map(|l| KvLayer::new(l.scope, cfg.kv_dim())).collect() }
+        let layers = cfg
+            .layers
+            .iter()
+            .map(|l| match &l.mixer {
+                Mixer::Attention(a) => LayerState::Kv(KvLayer::new(a.scope, cfg.kv_dim())),
+                Mixer::Recurrent(r) => LayerState::Recurrent(RecurrentState::new(r)),
+            })
+            .collect();
+        SeqState { pos: 0, max_pos, layers, layout: state_layout(cfg).into() }
     }
 
     /// Forget everything (keep the buffers).
     pub fn reset(&mut self) {
         self.pos = 0;
+        for l in &mut self.layers {
+            if let LayerState::Recurrent(r) = l {
+                r.clear();
+            }
+        }
     }
 
     /// Drop positions from `pos` on (e.g. to re-run the end of a prompt). Local layers can only go back within
-    /// what their rings still hold; returns false if that is not possible.
+    /// what their rings still hold, and a recurrent state cannot go back at all (it folds every position into
+    /// one vector) except to the start; returns false, changing nothing, if that is not possible.
     pub fn truncate(&mut self, pos: usize) -> bool {
         if pos > self.pos {
             return false;
         }
+        if pos == 0 {
+            self.reset();
+            return true;
+        }
         // A ring still holds the last `ring` positions; rewinding further would need evicted ones.
-        let ok = self.layers.iter().all(|l| l.window.is_none() || self.pos - pos <= l.ring.saturating_sub(l.window.unwrap() - 1));
+        let back = self.pos - pos;
+        let ok = self.layers.iter().all(|l| match l {
+            LayerState::Kv(kv) => kv.window.is_none() || back <= kv.ring.saturating_sub(kv.window.unwrap() - 1),
+            LayerState::Recurrent(_) => back == 0,
+        });
         if ok {
             self.pos = pos;
         }
         ok
     }
 
-    /// Bytes held by the caches.
+    /// Bytes held by the caches and recurrent states.
     pub fn bytes(&self) -> usize {
-        self.layers.iter().map(KvLayer::bytes).sum()
+        self.layers.iter().map(LayerState::bytes).sum()
     }
 }

@@ -2,15 +2,12 @@
 //! transformers' `print(model)` printed it when that generation was released, parameter counts per module,
 //! and (`--explain`) what each hyper-parameter controls and costs.
 //!
-//! The tree is built from the config alone (no weights), so it works for presets of models we do not run
-//! (RecurrentGemma, PaliGemma) as well as for loaded checkpoints.
+//! The tree is built from the validated [`Config`] alone (no weights), so it works for presets and for
+//! checkpoints of every family member, whether or not the engine runs it yet.
 
 use std::fmt::Write;
 
-use serde_json::Value;
-
-use super::config::{AttentionScope, Config, Family, RawConfig};
-use crate::{Error, Result};
+use super::config::{AttentionScope, Config, Family, Mixer, Projector, SiglipConfig};
 
 /// A module of the tree: its class, constructor arguments (for leaves), own parameters and children.
 #[derive(Debug, Clone)]
@@ -154,117 +151,21 @@ fn py_float(x: f64) -> String {
     }
 }
 
-/// What `gemma inspect` can describe: the decoders we run, and the rest of the family by config only.
-#[derive(Debug, Clone)]
-pub enum Architecture {
-    Decoder(Config),
-    Recurrent(RecurrentSpec),
-    PaliGemma { vision: SiglipSpec, projection_dim: usize, text: Box<Architecture> },
-}
-
-/// RecurrentGemma (Griffin) hyper-parameters, transformers' `RecurrentGemmaConfig` keys.
-#[derive(Debug, Clone)]
-pub struct RecurrentSpec {
-    pub vocab_size: usize,
-    pub d_model: usize,
-    /// transformers' `intermediate_size`; its MLP is half as wide (see presets note J).
-    pub intermediate_size: usize,
-    pub n_layers: usize,
-    pub n_heads: usize,
-    pub n_kv_heads: usize,
-    pub head_dim: usize,
-    pub lru_width: usize,
-    pub conv1d_width: usize,
-    pub window: usize,
-    pub block_types: Vec<String>,
-    pub context_len: usize,
-}
-
-/// SigLIP vision tower hyper-parameters.
-#[derive(Debug, Clone)]
-pub struct SiglipSpec {
-    pub d_model: usize,
-    pub ffn_dim: usize,
-    pub n_layers: usize,
-    pub n_heads: usize,
-    pub image_size: usize,
-    pub patch_size: usize,
-    pub eps: f64,
-}
-
-fn get_usize(v: &Value, k: &str, default: Option<usize>) -> Result<usize> {
-    match v.get(k).and_then(Value::as_u64) {
-        Some(n) => Ok(n as usize),
-        None => default.ok_or_else(|| Error::config("config.json", k, "missing")),
-    }
-}
-
-impl Architecture {
-    /// From a transformers config (any family member's `model_type`).
-    pub fn from_hf_json(v: &Value, path: &std::path::Path) -> Result<Architecture> {
-        match v.get("model_type").and_then(Value::as_str) {
-            Some("recurrent_gemma") => Ok(Architecture::Recurrent(RecurrentSpec {
-                vocab_size: get_usize(v, "vocab_size", Some(256000))?,
-                d_model: get_usize(v, "hidden_size", Some(2560))?,
-                intermediate_size: get_usize(v, "intermediate_size", Some(15360))?,
-                n_layers: get_usize(v, "num_hidden_layers", Some(26))?,
-                n_heads: get_usize(v, "num_attention_heads", Some(10))?,
-                n_kv_heads: get_usize(v, "num_key_value_heads", Some(1))?,
-                head_dim: get_usize(v, "head_dim", Some(256))?,
-                lru_width: get_usize(v, "lru_width", Some(2560))?,
-                conv1d_width: get_usize(v, "conv1d_width", Some(4))?,
-                window: get_usize(v, "attention_window_size", Some(2048))?,
-                block_types: v
-                    .get("block_types")
-                    .and_then(Value::as_array)
-                    .map(|a| a.iter().filter_map(|x| x.as_str().map(String::from)).collect())
-                    .unwrap_or_else(|| vec!["recurrent".into(), "recurrent".into(), "attention".into()]),
-                context_len: get_usize(v, "attention_window_size", Some(2048))?,
-            })),
-            Some("paligemma") => {
-                let vc = v.get("vision_config").cloned().unwrap_or(Value::Null);
-                let tc = v.get("text_config").ok_or_else(|| Error::config(path, "text_config", "missing"))?;
-                let text = Architecture::from_hf_json(tc, path)?;
-                let text_d = match &text {
-                    Architecture::Decoder(c) => c.d_model,
-                    _ => return Err(Error::config(path, "text_config.model_type", "expected a Gemma decoder")),
-                };
-                Ok(Architecture::PaliGemma {
-                    vision: SiglipSpec {
-                        d_model: get_usize(&vc, "hidden_size", Some(1152))?,
-                        ffn_dim: get_usize(&vc, "intermediate_size", Some(4304))?,
-                        n_layers: get_usize(&vc, "num_hidden_layers", Some(27))?,
-                        n_heads: get_usize(&vc, "num_attention_heads", Some(16))?,
-                        image_size: get_usize(&vc, "image_size", Some(224))?,
-                        patch_size: get_usize(&vc, "patch_size", Some(14))?,
-                        eps: vc.get("layer_norm_eps").and_then(Value::as_f64).unwrap_or(1e-6),
-                    },
-                    projection_dim: get_usize(v, "projection_dim", Some(text_d))?,
-                    text: Box::new(text),
-                })
-            }
-            _ => Ok(Architecture::Decoder(Config::from_raw(RawConfig::from_hf_json(v, path)?)?)),
-        }
-    }
-
-    /// The module tree, as `print(model)` showed it in the transformers release that introduced the family.
-    pub fn tree(&self) -> Node {
-        match self {
-            Architecture::Decoder(c) => decoder_tree(c),
-            Architecture::Recurrent(r) => recurrent_tree(r),
-            Architecture::PaliGemma { vision, projection_dim, text } => {
-                let Architecture::Decoder(tc) = text.as_ref() else { unreachable!("checked in from_hf_json") };
-                let lm = decoder_tree(tc);
-                Node::parent(
-                    "PaliGemmaForConditionalGeneration",
-                    vec![
-                        ("vision_tower", siglip_tree(vision)),
-                        ("multi_modal_projector", Node::parent("PaliGemmaMultiModalProjector", vec![("linear", linear(vision.d_model, *projection_dim, true))])),
-                        ("language_model", lm),
-                    ],
-                )
-            }
-        }
+/// The module tree of any family member, as `print(model)` showed it in the transformers release that
+/// introduced it: Gemma 1/2, RecurrentGemma and PaliGemma as 4.43 printed them, Gemma 3 as 4.50 did (a
+/// multimodal Gemma 3 config prints its text model, `Gemma3ForCausalLM`).
+pub fn tree(c: &Config) -> Node {
+    match (&c.vision, c.family) {
+        (Some(v), _) if v.projector == Projector::PaliGemma => Node::parent(
+            "PaliGemmaForConditionalGeneration",
+            vec![
+                ("vision_tower", siglip_tree(&v.encoder)),
+                ("multi_modal_projector", Node::parent("PaliGemmaMultiModalProjector", vec![("linear", linear(v.encoder.d_model, v.projection_dim, true))])),
+                ("language_model", decoder_tree(c)),
+            ],
+        ),
+        (_, Family::RecurrentGemma) => recurrent_tree(c),
+        _ => decoder_tree(c),
     }
 }
 
@@ -277,7 +178,7 @@ fn decoder_tree(c: &Config) -> Node {
     let eps = py_float(c.norm_eps.to_string().parse().unwrap_or(1e-6));
     let norm = |n: usize| match c.family {
         // RMSNorm had no extra_repr before transformers 4.44 (the Gemma 1/2 era); Gemma 3's release printed it.
-        Family::Gemma | Family::Gemma2 => Node::leaf(&format!("{p}RMSNorm"), String::new(), n as u64),
+        Family::Gemma | Family::Gemma2 | Family::RecurrentGemma => Node::leaf(&format!("{p}RMSNorm"), String::new(), n as u64),
         Family::Gemma3 => Node::leaf(&format!("{p}RMSNorm"), format!("({n},), eps={eps}"), n as u64),
     };
     let rotary = || Node::leaf(&format!("{p}RotaryEmbedding"), String::new(), 0);
@@ -335,18 +236,20 @@ fn decoder_tree(c: &Config) -> Node {
     Node::parent(&format!("{p}ForCausalLM"), vec![("model", Node::parent(&model_class, model)), ("lm_head", lm_head)])
 }
 
-fn recurrent_tree(r: &RecurrentSpec) -> Node {
-    let d = r.d_model;
+fn recurrent_tree(c: &Config) -> Node {
+    let d = c.d_model;
     let norm = || Node::leaf("RecurrentGemmaRMSNorm", String::new(), d as u64);
-    let mlp_w = r.intermediate_size / 2;
-    let block_w = r.lru_width / r.n_heads;
-    let layers = (0..r.n_layers)
-        .map(|i| {
-            let temporal = if r.block_types[i % r.block_types.len()] == "recurrent" {
+    let mlp_w = c.ffn_dim;
+    let layers = c
+        .layers
+        .iter()
+        .map(|l| {
+            let temporal = if let Mixer::Recurrent(r) = l.mixer {
                 let w = r.lru_width;
+                let block_w = w / r.n_blocks;
                 let conv = (w * r.conv1d_width + w) as u64;
                 // RG-LRU: a (lru_width) recurrence parameter, block-diagonal input and recurrence gates with biases.
-                let rglru = (w + 2 * (r.n_heads * block_w * block_w + w)) as u64;
+                let rglru = (w + 2 * (r.n_blocks * block_w * block_w + w)) as u64;
                 Node::parent(
                     "RecurrentGemmaRecurrentBlock",
                     vec![
@@ -369,10 +272,10 @@ fn recurrent_tree(r: &RecurrentSpec) -> Node {
                 Node::parent(
                     "RecurrentGemmaSdpaAttention",
                     vec![
-                        ("q_proj", linear(d, r.n_heads * r.head_dim, false)),
-                        ("k_proj", linear(d, r.n_kv_heads * r.head_dim, false)),
-                        ("v_proj", linear(d, r.n_kv_heads * r.head_dim, false)),
-                        ("o_proj", linear(r.n_heads * r.head_dim, d, true)),
+                        ("q_proj", linear(d, c.q_dim(), false)),
+                        ("k_proj", linear(d, c.kv_dim(), false)),
+                        ("v_proj", linear(d, c.kv_dim(), false)),
+                        ("o_proj", linear(c.q_dim(), d, c.biases.attn_out)),
                         ("rotary_emb", Node::leaf("RecurrentGemmaRotaryEmbedding", String::new(), 0)),
                     ],
                 )
@@ -380,9 +283,9 @@ fn recurrent_tree(r: &RecurrentSpec) -> Node {
             let mlp = Node::parent(
                 "RecurrentGemmaMlp",
                 vec![
-                    ("gate_proj", linear(d, mlp_w, true)),
-                    ("up_proj", linear(d, mlp_w, true)),
-                    ("down_proj", linear(mlp_w, d, true)),
+                    ("gate_proj", linear(d, mlp_w, c.biases.mlp)),
+                    ("up_proj", linear(d, mlp_w, c.biases.mlp)),
+                    ("down_proj", linear(mlp_w, d, c.biases.mlp)),
                     ("act_fn", Node::leaf("PytorchGELUTanh", String::new(), 0)),
                 ],
             );
@@ -392,8 +295,8 @@ fn recurrent_tree(r: &RecurrentSpec) -> Node {
             )
         })
         .collect();
-    let mut lm_head = linear(d, r.vocab_size, false);
-    lm_head.tied = true;
+    let mut lm_head = linear(d, c.vocab_size, false);
+    lm_head.tied = c.tie_embeddings;
     Node::parent(
         "RecurrentGemmaForCausalLM",
         vec![
@@ -402,7 +305,7 @@ fn recurrent_tree(r: &RecurrentSpec) -> Node {
                 Node::parent(
                     "RecurrentGemmaModel",
                     vec![
-                        ("embed_tokens", Node::leaf("Embedding", format!("{}, {d}, padding_idx=0", r.vocab_size), (r.vocab_size * d) as u64)),
+                        ("embed_tokens", Node::leaf("Embedding", format!("{}, {d}, padding_idx={}", c.vocab_size, c.pad_id), (c.vocab_size * d) as u64)),
                         ("layers", Node::list(layers)),
                         ("final_norm", norm()),
                     ],
@@ -413,11 +316,11 @@ fn recurrent_tree(r: &RecurrentSpec) -> Node {
     )
 }
 
-fn siglip_tree(v: &SiglipSpec) -> Node {
+fn siglip_tree(v: &SiglipConfig) -> Node {
     let d = v.d_model;
-    let eps = py_float(v.eps);
+    let eps = py_float(v.norm_eps);
     let ln = || Node::leaf("LayerNorm", format!("({d},), eps={eps}, elementwise_affine=True, bias=True"), 2 * d as u64);
-    let n_patches = (v.image_size / v.patch_size).pow(2);
+    let n_patches = v.n_patches();
     let layers = (0..v.n_layers)
         .map(|_| {
             Node::parent(
@@ -518,10 +421,9 @@ pub fn bytes_human(b: f64) -> String {
 /// `ctx` positions with the sliding windows honoured. `elem` is bytes per cached number (2 for bf16).
 pub fn kv_cache_bytes(c: &Config, ctx: usize, elem: usize) -> (u64, u64, u64) {
     let per_layer_token = (2 * c.kv_dim() * elem) as u64;
-    let per_token = per_layer_token * c.n_layers as u64;
+    let per_token = per_layer_token * c.attention_layers().count() as u64;
     let windowed: u64 = c
-        .layers
-        .iter()
+        .attention_layers()
         .map(|l| match l.scope {
             AttentionScope::Global => ctx as u64,
             AttentionScope::Local { window } => window.min(ctx) as u64,
@@ -562,9 +464,13 @@ pub fn explain(c: &Config) -> String {
     let _ = writeln!(s, "head_dim = {}: size of each query/key/value head; attention scores are scaled by {:.5} (1/sqrt({})).", c.head_dim, c.query_scale, (1.0 / (c.query_scale * c.query_scale)).round());
     let _ = writeln!(s, "vocab = {}: tokens the tokenizer knows; the embedding (tied with the output projection) costs {} parameters, and every generated token reads the whole output matrix.", c.vocab_size, thousands((c.vocab_size * d) as u64));
     let _ = writeln!(s, "context = {}: longest sequence trained for; a full-context KV cache costs {} in bf16{}.", c.context_len, bytes_human(kv_full as f64), if kv_win < kv_full { format!(" without sliding windows, {} with them", bytes_human(kv_win as f64)) } else { String::new() });
-    let n_local = c.layers.iter().filter(|l| matches!(l.scope, AttentionScope::Local { .. })).count();
+    if let Some(r) = c.layers.iter().find_map(|l| l.recurrent()) {
+        let n_recurrent = c.layers.iter().filter(|l| l.recurrent().is_some()).count();
+        let _ = writeln!(s, "recurrent blocks: {n_recurrent} of {} layers mix positions with Griffin's RG-LRU instead of attention (lru_width = {}, causal conv1d of width {}, gates block-diagonal in {} blocks); each keeps a fixed state of {} numbers however long the sequence, instead of a KV cache.", c.n_layers, r.lru_width, r.conv1d_width, r.n_blocks, r.lru_width * r.conv1d_width);
+    }
+    let n_local = c.attention_layers().filter(|l| matches!(l.scope, AttentionScope::Local { .. })).count();
     if n_local > 0 {
-        let w = c.layers.iter().find_map(|l| match l.scope {
+        let w = c.attention_layers().find_map(|l| match l.scope {
             AttentionScope::Local { window } => Some(window),
             _ => None,
         });
@@ -580,7 +486,7 @@ pub fn explain(c: &Config) -> String {
         let _ = writeln!(s, "qk_norm: queries and keys are RMS-normalized per head before RoPE (replaces soft-capping in Gemma 3).");
     }
     let ropes: Vec<String> = {
-        let mut v: Vec<String> = c.layers.iter().map(|l| format!("base {} x{}", l.rope.base, l.rope.linear_factor)).collect();
+        let mut v: Vec<String> = c.attention_layers().map(|l| format!("base {} x{}", l.rope.base, l.rope.linear_factor)).collect();
         v.dedup();
         v.sort();
         v.dedup();

@@ -1,12 +1,15 @@
 //! The weights of a Gemma decoder, as stored (bf16, f16, f32 or GGUF block quants), immutable after load.
-//! Only the norm scales are widened to f32, with Gemma's `1 + w` folded in.
+//! Only norm scales and biases are widened to f32, with Gemma's `1 + w` folded into the norms.
+//!
+//! Tensors are found through a [`Role`] (what the tensor is) and a per-format name table ([`NameScheme`]):
+//! a misspelt name cannot compile, and a name a format lacks is an error naming the role, never a panic.
 
 use crate::formats::{Tensor, TensorStore};
 use crate::kernels::Matrix;
 use crate::quant::DType;
 use crate::{Error, Result};
 
-use super::config::Config;
+use super::config::{Config, Family, Mixer, RecurrentSpec};
 
 /// Norm weights hold `w` with the `1 + w` left to the reader (transformers) or `1 + w` already (llama.cpp's
 /// GGUF converter adds the 1 when it writes Gemma norms).
@@ -25,75 +28,157 @@ pub enum NameScheme {
     Gguf,
 }
 
-impl NameScheme {
-    fn global(self, what: Global) -> &'static str {
-        use Global::*;
-        match (self, what) {
-            (NameScheme::HuggingFace, Embed) => "model.embed_tokens.weight",
-            (NameScheme::HuggingFace, FinalNorm) => "model.norm.weight",
-            (NameScheme::HuggingFace, LmHead) => "lm_head.weight",
-            (NameScheme::Gguf, Embed) => "token_embd.weight",
-            (NameScheme::Gguf, FinalNorm) => "output_norm.weight",
-            (NameScheme::Gguf, LmHead) => "output.weight",
-        }
-    }
-
-    fn layer(self, i: usize, what: &str) -> String {
-        match self {
-            NameScheme::HuggingFace => {
-                let sub = match what {
-                    "q" => "self_attn.q_proj",
-                    "k" => "self_attn.k_proj",
-                    "v" => "self_attn.v_proj",
-                    "o" => "self_attn.o_proj",
-                    "q_norm" => "self_attn.q_norm",
-                    "k_norm" => "self_attn.k_norm",
-                    "attn_norm" => "input_layernorm",
-                    "post_attn_norm" => "post_attention_layernorm",
-                    "pre_ffn_norm" => "pre_feedforward_layernorm",
-                    "post_ffn_norm" => "post_feedforward_layernorm",
-                    "gate" => "mlp.gate_proj",
-                    "up" => "mlp.up_proj",
-                    "down" => "mlp.down_proj",
-                    _ => unreachable!(),
-                };
-                format!("model.layers.{i}.{sub}.weight")
-            }
-            NameScheme::Gguf => {
-                let sub = match what {
-                    "q" => "attn_q",
-                    "k" => "attn_k",
-                    "v" => "attn_v",
-                    "o" => "attn_output",
-                    "q_norm" => "attn_q_norm",
-                    "k_norm" => "attn_k_norm",
-                    "attn_norm" => "attn_norm",
-                    "post_attn_norm" => "post_attention_norm",
-                    // llama.cpp calls the pre-FFN norm `ffn_norm` in every generation.
-                    "pre_ffn_norm" => "ffn_norm",
-                    "post_ffn_norm" => "post_ffw_norm",
-                    "gate" => "ffn_gate",
-                    "up" => "ffn_up",
-                    "down" => "ffn_down",
-                    _ => unreachable!(),
-                };
-                format!("blk.{i}.{sub}.weight")
-            }
-        }
-    }
-}
-
-#[derive(Clone, Copy)]
-enum Global {
+/// What a tensor is, independent of any file's naming.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
     Embed,
     FinalNorm,
     LmHead,
+    /// Norm before the mixer (`input_layernorm`, Griffin's `temporal_pre_norm`).
+    MixerNorm,
+    /// Norm after the mixer (Gemma 2/3's `post_attention_layernorm`).
+    PostMixerNorm,
+    /// Norm before the MLP (Gemma 1's `post_attention_layernorm`, Gemma 2/3's `pre_feedforward_layernorm`,
+    /// Griffin's `channel_pre_norm`).
+    MlpNorm,
+    PostMlpNorm,
+    AttnQ,
+    AttnK,
+    AttnV,
+    AttnO,
+    AttnOBias,
+    AttnQNorm,
+    AttnKNorm,
+    MlpGate,
+    MlpUp,
+    MlpDown,
+    MlpGateBias,
+    MlpUpBias,
+    MlpDownBias,
+    /// Griffin's recurrent block: the GELU branch `linear_y`, the recurrence branch `linear_x`, `linear_out`.
+    RecY,
+    RecYBias,
+    RecX,
+    RecXBias,
+    RecOut,
+    RecOutBias,
+    /// Depthwise causal conv1d: weight (lru_width, 1, conv1d_width) and bias.
+    RecConv,
+    RecConvBias,
+    /// RG-LRU: Λ (`recurrent_param`), block-diagonal input / recurrence gates with their biases.
+    RgLruParam,
+    RgLruInputGate,
+    RgLruInputGateBias,
+    RgLruRecurrentGate,
+    RgLruRecurrentGateBias,
 }
 
-/// One decoder layer. Norm scales are f32 with `1 + w` applied.
+impl NameScheme {
+    /// The tensor name of `role` (in layer `layer` for per-layer roles), or None where the format has none.
+    pub fn name(self, family: Family, role: Role, layer: usize) -> Option<String> {
+        use Role::*;
+        let global = match (self, role) {
+            (NameScheme::HuggingFace, Embed) => Some("model.embed_tokens.weight".into()),
+            (NameScheme::HuggingFace, FinalNorm) if family == Family::RecurrentGemma => {
+                Some("model.final_norm.weight".into())
+            }
+            (NameScheme::HuggingFace, FinalNorm) => Some("model.norm.weight".into()),
+            (NameScheme::HuggingFace, LmHead) => Some("lm_head.weight".into()),
+            (NameScheme::Gguf, Embed) => Some("token_embd.weight".into()),
+            (NameScheme::Gguf, FinalNorm) => Some("output_norm.weight".into()),
+            (NameScheme::Gguf, LmHead) => Some("output.weight".into()),
+            _ => None,
+        };
+        if matches!(role, Embed | FinalNorm | LmHead) {
+            return global;
+        }
+        let sub = match self {
+            NameScheme::HuggingFace => hf_layer_name(family, role)?,
+            NameScheme::Gguf => gguf_layer_name(role)?,
+        };
+        Some(match self {
+            NameScheme::HuggingFace => format!("model.layers.{layer}.{sub}"),
+            NameScheme::Gguf => format!("blk.{layer}.{sub}"),
+        })
+    }
+}
+
+/// transformers' names inside `model.layers.{i}`.
+fn hf_layer_name(family: Family, role: Role) -> Option<&'static str> {
+    use Role::*;
+    let griffin = family == Family::RecurrentGemma;
+    Some(match role {
+        MixerNorm if griffin => "temporal_pre_norm.weight",
+        MlpNorm if griffin => "channel_pre_norm.weight",
+        MixerNorm => "input_layernorm.weight",
+        PostMixerNorm => "post_attention_layernorm.weight",
+        // Gemma 1 has one norm before the MLP, which transformers calls `post_attention_layernorm`.
+        MlpNorm if family == Family::Gemma => "post_attention_layernorm.weight",
+        MlpNorm => "pre_feedforward_layernorm.weight",
+        PostMlpNorm => "post_feedforward_layernorm.weight",
+        AttnQ if griffin => "temporal_block.q_proj.weight",
+        AttnK if griffin => "temporal_block.k_proj.weight",
+        AttnV if griffin => "temporal_block.v_proj.weight",
+        AttnO if griffin => "temporal_block.o_proj.weight",
+        AttnOBias if griffin => "temporal_block.o_proj.bias",
+        AttnQ => "self_attn.q_proj.weight",
+        AttnK => "self_attn.k_proj.weight",
+        AttnV => "self_attn.v_proj.weight",
+        AttnO => "self_attn.o_proj.weight",
+        AttnOBias => "self_attn.o_proj.bias",
+        AttnQNorm => "self_attn.q_norm.weight",
+        AttnKNorm => "self_attn.k_norm.weight",
+        MlpGate if griffin => "mlp_block.gate_proj.weight",
+        MlpUp if griffin => "mlp_block.up_proj.weight",
+        MlpDown if griffin => "mlp_block.down_proj.weight",
+        MlpGateBias => "mlp_block.gate_proj.bias",
+        MlpUpBias => "mlp_block.up_proj.bias",
+        MlpDownBias => "mlp_block.down_proj.bias",
+        MlpGate => "mlp.gate_proj.weight",
+        MlpUp => "mlp.up_proj.weight",
+        MlpDown => "mlp.down_proj.weight",
+        RecY => "temporal_block.linear_y.weight",
+        RecYBias => "temporal_block.linear_y.bias",
+        RecX => "temporal_block.linear_x.weight",
+        RecXBias => "temporal_block.linear_x.bias",
+        RecOut => "temporal_block.linear_out.weight",
+        RecOutBias => "temporal_block.linear_out.bias",
+        RecConv => "temporal_block.conv_1d.weight",
+        RecConvBias => "temporal_block.conv_1d.bias",
+        RgLruParam => "temporal_block.rg_lru.recurrent_param",
+        RgLruInputGate => "temporal_block.rg_lru.input_gate_weight",
+        RgLruInputGateBias => "temporal_block.rg_lru.input_gate_bias",
+        RgLruRecurrentGate => "temporal_block.rg_lru.recurrent_gate_weight",
+        RgLruRecurrentGateBias => "temporal_block.rg_lru.recurrent_gate_bias",
+        Embed | FinalNorm | LmHead => return None,
+    })
+}
+
+/// llama.cpp's names inside `blk.{i}` (`src/llama-arch.cpp`). It has no RecurrentGemma and no biases for Gemma.
+fn gguf_layer_name(role: Role) -> Option<&'static str> {
+    use Role::*;
+    Some(match role {
+        MixerNorm => "attn_norm.weight",
+        PostMixerNorm => "post_attention_norm.weight",
+        // llama.cpp calls the pre-FFN norm `ffn_norm` in every generation.
+        MlpNorm => "ffn_norm.weight",
+        PostMlpNorm => "post_ffw_norm.weight",
+        AttnQ => "attn_q.weight",
+        AttnK => "attn_k.weight",
+        AttnV => "attn_v.weight",
+        AttnO => "attn_output.weight",
+        AttnQNorm => "attn_q_norm.weight",
+        AttnKNorm => "attn_k_norm.weight",
+        MlpGate => "ffn_gate.weight",
+        MlpUp => "ffn_up.weight",
+        MlpDown => "ffn_down.weight",
+        _ => return None,
+    })
+}
+
+/// Attention projections. (rows, cols) as stored, row-major.
 #[derive(Debug)]
-pub struct LayerWeights {
-    pub attn_norm: Vec<f32>,
+pub struct AttentionWeights {
     /// (q_dim, d_model)
     pub q: Matrix,
     /// (kv_dim, d_model)
@@ -102,19 +187,79 @@ pub struct LayerWeights {
     pub v: Matrix,
     /// (d_model, q_dim)
     pub o: Matrix,
-    /// (head_dim) each, when `config.qk_norm`.
+    /// (d_model) when `config.biases.attn_out`.
+    pub o_bias: Option<Vec<f32>>,
+    /// (head_dim) each, when `config.qk_norm`; f32 with `1 + w` applied.
     pub q_norm: Option<Vec<f32>>,
     pub k_norm: Option<Vec<f32>>,
-    /// After attention, when `config.sandwich_norms`.
-    pub post_attn_norm: Option<Vec<f32>>,
-    pub ffn_norm: Vec<f32>,
-    pub post_ffn_norm: Option<Vec<f32>>,
+}
+
+/// Griffin's recurrent block (transformers' `RecurrentGemmaRecurrentBlock`), w = lru_width.
+#[derive(Debug)]
+pub struct RecurrentWeights {
+    /// (w, d_model) each, with (w) biases.
+    pub linear_y: Matrix,
+    pub linear_y_bias: Vec<f32>,
+    pub linear_x: Matrix,
+    pub linear_x_bias: Vec<f32>,
+    /// (d_model, w) and (d_model)
+    pub linear_out: Matrix,
+    pub linear_out_bias: Vec<f32>,
+    /// (w, conv1d_width): tap k of channel c at [c * conv1d_width + k]; and (w).
+    pub conv: Vec<f32>,
+    pub conv_bias: Vec<f32>,
+    /// Λ, (w)
+    pub rg_lru_param: Vec<f32>,
+    /// (n_blocks, w / n_blocks, w / n_blocks), stored [block, in, out] (not transposed like a Linear), and
+    /// (n_blocks, w / n_blocks) biases.
+    pub input_gate: Vec<f32>,
+    pub input_gate_bias: Vec<f32>,
+    pub recurrent_gate: Vec<f32>,
+    pub recurrent_gate_bias: Vec<f32>,
+}
+
+/// A layer's mixer weights, one variant per [`Mixer`] kind.
+#[derive(Debug)]
+pub enum MixerWeights {
+    Attention(AttentionWeights),
+    Recurrent(RecurrentWeights),
+}
+
+/// The GeGLU MLP: down(gelu(gate(x)) * up(x)).
+#[derive(Debug)]
+pub struct MlpWeights {
     /// (ffn_dim, d_model)
     pub gate: Matrix,
     /// (ffn_dim, d_model)
     pub up: Matrix,
     /// (d_model, ffn_dim)
     pub down: Matrix,
+    /// (ffn_dim), (ffn_dim), (d_model) when `config.biases.mlp`.
+    pub bias: Option<[Vec<f32>; 3]>,
+}
+
+/// One residual block. Norm scales are f32 with `1 + w` applied.
+#[derive(Debug)]
+pub struct LayerWeights {
+    pub mixer_norm: Vec<f32>,
+    pub mixer: MixerWeights,
+    /// After the mixer, when `config.sandwich_norms`.
+    pub post_mixer_norm: Option<Vec<f32>>,
+    pub mlp_norm: Vec<f32>,
+    pub mlp: MlpWeights,
+    pub post_mlp_norm: Option<Vec<f32>>,
+}
+
+impl LayerWeights {
+    /// The layer's matrices (the ones a decoded token reads in full).
+    pub fn matrices(&self) -> Vec<&Matrix> {
+        let mut m = match &self.mixer {
+            MixerWeights::Attention(a) => vec![&a.q, &a.k, &a.v, &a.o],
+            MixerWeights::Recurrent(r) => vec![&r.linear_y, &r.linear_x, &r.linear_out],
+        };
+        m.extend([&self.mlp.gate, &self.mlp.up, &self.mlp.down]);
+        m
+    }
 }
 
 #[derive(Debug)]
@@ -135,86 +280,219 @@ impl Weights {
     /// Weight bytes one decoded token reads: every layer matrix and the output projection (the embedding
     /// lookup reads one row, left out).
     pub fn bytes_per_token(&self) -> usize {
-        self.output().n_bytes() + self.layers.iter().flat_map(|l| [&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down]).map(|m| m.n_bytes()).sum::<usize>()
+        self.output().n_bytes()
+            + self
+                .layers
+                .iter()
+                .flat_map(LayerWeights::matrices)
+                .map(Matrix::n_bytes)
+                .sum::<usize>()
     }
 
     /// Every matrix, for byte counts and summaries.
     pub fn matrices(&self) -> impl Iterator<Item = &Matrix> {
         std::iter::once(&self.embed)
             .chain(self.lm_head.iter())
-            .chain(self.layers.iter().flat_map(|l| [&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down]))
+            .chain(self.layers.iter().flat_map(LayerWeights::matrices))
     }
 
-    /// Pick the tensors a config needs out of a store, checking every shape.
-    pub fn from_store(cfg: &Config, store: &TensorStore, names: NameScheme, norms: NormConvention) -> Result<Weights> {
-        let file = &store.path;
-        let get = |name: &str| store.get(name).ok_or_else(|| Error::MissingTensor { file: file.clone(), name: name.into() });
-        let matrix = |name: &str, rows: usize, cols: usize| -> Result<Matrix> { to_matrix(file, name, get(name)?, rows, cols) };
-        let norm = |name: &str, n: usize| -> Result<Vec<f32>> {
-            let t = get(name)?;
-            check_shape(file, name, t, &[n])?;
-            let mut w = t.to_f32_vec();
-            if norms == NormConvention::AddOne {
-                w.iter_mut().for_each(|x| *x += 1.0);
-            }
-            Ok(w)
+    /// Pick the tensors a config needs out of a store, checking every shape. Errors: a missing tensor (by its
+    /// name in this format, or the role when the format has no name for it), a wrong shape or a type whose
+    /// blocks do not fit the row length.
+    pub fn from_store(
+        cfg: &Config,
+        store: &TensorStore,
+        names: NameScheme,
+        norms: NormConvention,
+    ) -> Result<Weights> {
+        let r = Reader {
+            cfg,
+            store,
+            names,
+            norms,
         };
-        let (d, hd) = (cfg.d_model, cfg.head_dim);
-        let embed = to_matrix(file, names.global(Global::Embed), get(names.global(Global::Embed))?, cfg.vocab_size, d)?;
-        let lm_head = match store.get(names.global(Global::LmHead)) {
-            Some(t) if !cfg.tie_embeddings || names == NameScheme::Gguf => {
-                Some(to_matrix(file, names.global(Global::LmHead), t, cfg.vocab_size, d)?)
+        let d = cfg.d_model;
+        let embed = r.matrix(Role::Embed, 0, cfg.vocab_size, d)?;
+        let lm_head = match r.find(Role::LmHead, 0) {
+            Some((name, t)) if !cfg.tie_embeddings || names == NameScheme::Gguf => {
+                Some(to_matrix(&store.path, &name, t, cfg.vocab_size, d)?)
             }
             // A tied checkpoint may still carry a copy of the embedding as lm_head: the embedding is used.
             Some(_) => None,
             None if cfg.tie_embeddings => None,
-            None => return Err(Error::MissingTensor { file: file.clone(), name: names.global(Global::LmHead).into() }),
+            None => return Err(r.missing(Role::LmHead, 0)),
         };
-        let mut layers = Vec::with_capacity(cfg.n_layers);
-        for i in 0..cfg.n_layers {
-            let n = |w: &str| names.layer(i, w);
-            // Gemma 1 has one norm before the MLP, which transformers calls `post_attention_layernorm`;
-            // Gemma 2/3 call it `pre_feedforward_layernorm` and use `post_attention_layernorm` after attention.
-            let ffn_norm_name = match (cfg.sandwich_norms, names) {
-                (false, NameScheme::HuggingFace) => n("post_attn_norm"),
-                _ => n("pre_ffn_norm"),
-            };
-            layers.push(LayerWeights {
-                attn_norm: norm(&n("attn_norm"), d)?,
-                q: matrix(&n("q"), cfg.q_dim(), d)?,
-                k: matrix(&n("k"), cfg.kv_dim(), d)?,
-                v: matrix(&n("v"), cfg.kv_dim(), d)?,
-                o: matrix(&n("o"), d, cfg.q_dim())?,
-                q_norm: cfg.qk_norm.then(|| norm(&n("q_norm"), hd)).transpose()?,
-                k_norm: cfg.qk_norm.then(|| norm(&n("k_norm"), hd)).transpose()?,
-                post_attn_norm: cfg.sandwich_norms.then(|| norm(&n("post_attn_norm"), d)).transpose()?,
-                ffn_norm: norm(&ffn_norm_name, d)?,
-                post_ffn_norm: cfg.sandwich_norms.then(|| norm(&n("post_ffn_norm"), d)).transpose()?,
-                gate: matrix(&n("gate"), cfg.ffn_dim, d)?,
-                up: matrix(&n("up"), cfg.ffn_dim, d)?,
-                down: matrix(&n("down"), d, cfg.ffn_dim)?,
+        let layers = (0..cfg.n_layers)
+            .map(|i| r.layer(i))
+            .collect::<Result<Vec<_>>>()?;
+        let final_norm = r.norm(Role::FinalNorm, 0, d)?;
+        Ok(Weights {
+            embed,
+            layers,
+            final_norm,
+            lm_head,
+        })
+    }
+}
+
+/// Reads tensors by role, checking shapes; errors name the file and the tensor.
+struct Reader<'a> {
+    cfg: &'a Config,
+    store: &'a TensorStore,
+    names: NameScheme,
+    norms: NormConvention,
+}
+
+impl Reader<'_> {
+    fn find(&self, role: Role, layer: usize) -> Option<(String, &Tensor)> {
+        let name = self.names.name(self.cfg.family, role, layer)?;
+        self.store.get(&name).map(|t| (name, t))
+    }
+    fn missing(&self, role: Role, layer: usize) -> Error {
+        let name = self
+            .names
+            .name(self.cfg.family, role, layer)
+            .unwrap_or_else(|| {
+                format!("{role:?} of layer {layer} (this format has no name for it)")
             });
+        Error::MissingTensor {
+            file: self.store.path.clone(),
+            name,
         }
-        let final_norm = norm(names.global(Global::FinalNorm), d)?;
-        Ok(Weights { embed, layers, final_norm, lm_head })
+    }
+    fn get(&self, role: Role, layer: usize) -> Result<(String, &Tensor)> {
+        self.find(role, layer)
+            .ok_or_else(|| self.missing(role, layer))
+    }
+    fn matrix(&self, role: Role, layer: usize, rows: usize, cols: usize) -> Result<Matrix> {
+        let (name, t) = self.get(role, layer)?;
+        to_matrix(&self.store.path, &name, t, rows, cols)
+    }
+    /// A small tensor widened to f32, of exactly `shape`.
+    fn vector(&self, role: Role, layer: usize, shape: &[usize]) -> Result<Vec<f32>> {
+        let (name, t) = self.get(role, layer)?;
+        check_shape(&self.store.path, &name, t, shape)?;
+        Ok(t.to_f32_vec())
+    }
+    fn norm(&self, role: Role, layer: usize, n: usize) -> Result<Vec<f32>> {
+        let mut w = self.vector(role, layer, &[n])?;
+        if self.norms == NormConvention::AddOne {
+            w.iter_mut().for_each(|x| *x += 1.0);
+        }
+        Ok(w)
+    }
+
+    fn layer(&self, i: usize) -> Result<LayerWeights> {
+        let c = self.cfg;
+        let d = c.d_model;
+        let mixer = match c.layers[i].mixer {
+            Mixer::Attention(_) => MixerWeights::Attention(self.attention(i)?),
+            Mixer::Recurrent(spec) => MixerWeights::Recurrent(self.recurrent(i, &spec)?),
+        };
+        let (f, bias) = (c.ffn_dim, c.biases.mlp);
+        let mlp = MlpWeights {
+            gate: self.matrix(Role::MlpGate, i, f, d)?,
+            up: self.matrix(Role::MlpUp, i, f, d)?,
+            down: self.matrix(Role::MlpDown, i, d, f)?,
+            bias: bias
+                .then(|| {
+                    Ok::<_, Error>([
+                        self.vector(Role::MlpGateBias, i, &[f])?,
+                        self.vector(Role::MlpUpBias, i, &[f])?,
+                        self.vector(Role::MlpDownBias, i, &[d])?,
+                    ])
+                })
+                .transpose()?,
+        };
+        let sandwich = c.sandwich_norms;
+        Ok(LayerWeights {
+            mixer_norm: self.norm(Role::MixerNorm, i, d)?,
+            mixer,
+            post_mixer_norm: sandwich
+                .then(|| self.norm(Role::PostMixerNorm, i, d))
+                .transpose()?,
+            mlp_norm: self.norm(Role::MlpNorm, i, d)?,
+            mlp,
+            post_mlp_norm: sandwich
+                .then(|| self.norm(Role::PostMlpNorm, i, d))
+                .transpose()?,
+        })
+    }
+
+    fn attention(&self, i: usize) -> Result<AttentionWeights> {
+        let c = self.cfg;
+        let (d, hd) = (c.d_model, c.head_dim);
+        Ok(AttentionWeights {
+            q: self.matrix(Role::AttnQ, i, c.q_dim(), d)?,
+            k: self.matrix(Role::AttnK, i, c.kv_dim(), d)?,
+            v: self.matrix(Role::AttnV, i, c.kv_dim(), d)?,
+            o: self.matrix(Role::AttnO, i, d, c.q_dim())?,
+            o_bias: c
+                .biases
+                .attn_out
+                .then(|| self.vector(Role::AttnOBias, i, &[d]))
+                .transpose()?,
+            q_norm: c
+                .qk_norm
+                .then(|| self.norm(Role::AttnQNorm, i, hd))
+                .transpose()?,
+            k_norm: c
+                .qk_norm
+                .then(|| self.norm(Role::AttnKNorm, i, hd))
+                .transpose()?,
+        })
+    }
+
+    fn recurrent(&self, i: usize, s: &RecurrentSpec) -> Result<RecurrentWeights> {
+        let (d, w, nb) = (self.cfg.d_model, s.lru_width, s.n_blocks);
+        let bw = w / nb;
+        Ok(RecurrentWeights {
+            linear_y: self.matrix(Role::RecY, i, w, d)?,
+            linear_y_bias: self.vector(Role::RecYBias, i, &[w])?,
+            linear_x: self.matrix(Role::RecX, i, w, d)?,
+            linear_x_bias: self.vector(Role::RecXBias, i, &[w])?,
+            linear_out: self.matrix(Role::RecOut, i, d, w)?,
+            linear_out_bias: self.vector(Role::RecOutBias, i, &[d])?,
+            conv: self.vector(Role::RecConv, i, &[w, 1, s.conv1d_width])?,
+            conv_bias: self.vector(Role::RecConvBias, i, &[w])?,
+            rg_lru_param: self.vector(Role::RgLruParam, i, &[w])?,
+            input_gate: self.vector(Role::RgLruInputGate, i, &[nb, bw, bw])?,
+            input_gate_bias: self.vector(Role::RgLruInputGateBias, i, &[nb, bw])?,
+            recurrent_gate: self.vector(Role::RgLruRecurrentGate, i, &[nb, bw, bw])?,
+            recurrent_gate_bias: self.vector(Role::RgLruRecurrentGateBias, i, &[nb, bw])?,
+        })
     }
 }
 
 fn check_shape(file: &std::path::Path, name: &str, t: &Tensor, want: &[usize]) -> Result<()> {
     if t.shape != want {
-        return Err(Error::ShapeMismatch { file: file.into(), name: name.into(), expected: want.to_vec(), got: t.shape.clone() });
+        return Err(Error::ShapeMismatch {
+            file: file.into(),
+            name: name.into(),
+            expected: want.to_vec(),
+            got: t.shape.clone(),
+        });
     }
     Ok(())
 }
 
-fn to_matrix(file: &std::path::Path, name: &str, t: &Tensor, rows: usize, cols: usize) -> Result<Matrix> {
+fn to_matrix(
+    file: &std::path::Path,
+    name: &str,
+    t: &Tensor,
+    rows: usize,
+    cols: usize,
+) -> Result<Matrix> {
     check_shape(file, name, t, &[rows, cols])?;
     if t.dtype.row_bytes(cols).is_none() {
         return Err(Error::UnsupportedDType {
             file: file.into(),
             name: name.into(),
             dtype: t.dtype.name().into(),
-            what: format!("needs rows of a multiple of {} elements, not {cols}", t.dtype.block_len()),
+            what: format!(
+                "needs rows of a multiple of {} elements, not {cols}",
+                t.dtype.block_len()
+            ),
         });
     }
     let mut data = t.data.clone();
@@ -222,4 +500,66 @@ fn to_matrix(file: &std::path::Path, name: &str, t: &Tensor, rows: usize, cols: 
         data = data.copy_aligned();
     }
     Ok(Matrix::new(t.dtype, rows, cols, data).in_kernel_layout())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every per-layer role of every family has a distinct Hugging Face name (a typo in the table that
+    /// made two roles read one tensor would be caught here).
+    #[test]
+    fn hf_names_are_distinct_per_family() {
+        use Role::*;
+        let roles = [
+            MixerNorm,
+            PostMixerNorm,
+            MlpNorm,
+            PostMlpNorm,
+            AttnQ,
+            AttnK,
+            AttnV,
+            AttnO,
+            AttnOBias,
+            AttnQNorm,
+            AttnKNorm,
+            MlpGate,
+            MlpUp,
+            MlpDown,
+            MlpGateBias,
+            MlpUpBias,
+            MlpDownBias,
+            RecY,
+            RecYBias,
+            RecX,
+            RecXBias,
+            RecOut,
+            RecOutBias,
+            RecConv,
+            RecConvBias,
+            RgLruParam,
+            RgLruInputGate,
+            RgLruInputGateBias,
+            RgLruRecurrentGate,
+            RgLruRecurrentGateBias,
+        ];
+        for family in [Family::Gemma2, Family::RecurrentGemma] {
+            let mut names: Vec<String> = roles
+                .iter()
+                .filter_map(|&r| NameScheme::HuggingFace.name(family, r, 3))
+                .collect();
+            let n = names.len();
+            names.sort();
+            names.dedup();
+            assert_eq!(names.len(), n, "{family:?}");
+        }
+        // Gemma 1's pre-MLP norm is transformers' `post_attention_layernorm`.
+        assert_eq!(
+            NameScheme::HuggingFace
+                .name(Family::Gemma, MlpNorm, 0)
+                .unwrap(),
+            "model.layers.0.post_attention_layernorm.weight"
+        );
+        assert_eq!(NameScheme::Gguf.name(Family::Gemma, RecX, 0), None);
+    }
 }

@@ -78,7 +78,7 @@ impl<'m> Generation<'m> {
         }
         let vocab = self.model.config.vocab_size;
         for (i, chunk) in ids.chunks(PREFILL_CHUNK).enumerate() {
-            let mut chunks = [Chunk { tokens: chunk, state: &mut self.state, logits: LogitsWanted::Last }];
+            let mut chunks = [Chunk::new(chunk, &mut self.state, LogitsWanted::Last)];
             self.model.forward(pool, &mut chunks, &mut self.scratch)?;
             self.last_logits.clear();
             self.last_logits.extend_from_slice(self.scratch.logits(0, vocab));

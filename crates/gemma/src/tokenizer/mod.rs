@@ -252,8 +252,3 @@ pub(crate) fn rank_user_defined_first(vocab: &mut Vocab) {
 
 #[cfg(test)]
 mod tests;
-
-/// Load the tokenizer of a model path (a .gguf file or a checkpoint folder).
-pub fn load(path: &Path) -> crate::Result<Tokenizer> {
-    crate::model::load::load_tokenizer(path)
-}

@@ -13,16 +13,15 @@
 //! each [`Tensor`] is a slice of it, with its dimensions reversed to row-major. Every count and length read
 //! from the file is checked against the bytes that remain *before* anything is allocated for it, so a corrupt
 //! or hostile file gives an [`Error::Format`] naming the key or tensor and the byte offset, never a panic or a
-//! huge allocation. [`model`] turns the metadata of a Gemma file into a model configuration.
+//! huge allocation. The model layer's `config::gguf` turns a Gemma file's metadata into a
+//! model configuration.
 
-mod model;
 mod reader;
 mod writer;
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
-pub use model::{load_model, model_from_file, raw_config};
 pub use reader::parse;
 pub use writer::GgufWriter;
 

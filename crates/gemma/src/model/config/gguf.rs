@@ -1,33 +1,13 @@
-//! GGUF metadata → model configuration, for `general.architecture` = `gemma`, `gemma2`, `gemma3`.
-//!
-//! This is the one place where the GGUF reader meets the model layer: a GGUF file's metadata *is* its model
+//! GGUF metadata → [`RawConfig`], for `general.architecture` = `gemma`, `gemma2`, `gemma3`: a config source
+//! beside the Hugging Face JSON reader ([`super::hf`]), since a GGUF file's metadata *is* its model
 //! configuration. Keys are read as llama.cpp reads them (`src/llama-model.cpp`, `llama_model::load_hparams`;
 //! key names from `src/llama-arch.cpp`), and a key a file lacks takes the value llama.cpp would use, so that a
 //! GGUF runs here as it runs there. Every field of [`RawConfig`] is filled explicitly: none of transformers'
 //! per-family defaults (which [`Config::from_raw`] applies to Hugging Face configs) leaks into a GGUF model.
 
-use std::path::Path;
-
-use super::{load, GgufFile, Value};
-use crate::model::config::{Family, LayerType, RawConfig, Rope};
-use crate::model::weights::{NameScheme, NormConvention, Weights};
-use crate::model::{Config, Model};
+use super::{Family, LayerType, RawConfig, Rope};
+use crate::formats::gguf::{GgufFile, Value};
 use crate::{Error, Result};
-
-/// Load a Gemma model from a GGUF file (memory-mapped; the weights stay in their stored types).
-pub fn load_model(path: &Path) -> Result<Model> {
-    model_from_file(&load(path)?)
-}
-
-/// Build the model from an already parsed file (so that a front end can also build the tokenizer from the
-/// same file's `tokenizer.ggml.*` metadata without parsing it twice). The weights share the file's mapping.
-pub fn model_from_file(file: &GgufFile) -> Result<Model> {
-    let config = Config::from_raw(raw_config(file)?)?;
-    // llama.cpp's converter writes Gemma norm weights as `1 + w` (convert_hf_to_gguf.py adds the 1 to every
-    // `*norm.weight`, q/k norms included), so they are used as stored.
-    let weights = Weights::from_store(&config, &file.tensors, NameScheme::Gguf, NormConvention::Stored)?;
-    Ok(Model::new(config, weights))
-}
 
 /// The architecture's keys, prefixed with `general.architecture` (`gemma3.block_count`, ...).
 struct Keys<'a> {
@@ -49,7 +29,11 @@ impl Keys<'_> {
         self.u32(key)?.ok_or_else(|| self.missing(key))
     }
     fn missing(&self, key: &str) -> Error {
-        Error::config(self.file.path(), self.name(key), "missing (llama.cpp requires it too)")
+        Error::config(
+            self.file.path(),
+            self.name(key),
+            "missing (llama.cpp requires it too)",
+        )
     }
     /// A per-model count that llama.cpp also accepts as a per-layer array (`get_key_or_arr`): gemma-rs needs
     /// one value for all layers.
@@ -59,10 +43,20 @@ impl Keys<'_> {
             Some(Value::Array(items)) => {
                 let vals: Option<Vec<u64>> = items.iter().map(Value::as_u64).collect();
                 match vals.as_deref() {
-                    Some([first, rest @ ..]) if rest.iter().all(|v| v == first) => u32::try_from(*first)
-                        .map(Some)
-                        .map_err(|_| Error::config(self.file.path(), &name, format!("{first} is out of range"))),
-                    _ => Err(Error::config(self.file.path(), &name, "per-layer values that differ are not supported (Gemma 1-3 use one value)")),
+                    Some([first, rest @ ..]) if rest.iter().all(|v| v == first) => {
+                        u32::try_from(*first).map(Some).map_err(|_| {
+                            Error::config(
+                                self.file.path(),
+                                &name,
+                                format!("{first} is out of range"),
+                            )
+                        })
+                    }
+                    _ => Err(Error::config(
+                        self.file.path(),
+                        &name,
+                        "per-layer values that differ are not supported (Gemma 1-3 use one value)",
+                    )),
                 }
             }
             _ => self.file.get_u32(&name),
@@ -88,24 +82,46 @@ pub fn raw_config(file: &GgufFile) -> Result<RawConfig> {
 
     let n_layers = k.required_u32("block_count")? as usize;
     let d_model = k.required_u32("embedding_length")? as usize;
-    let n_heads = k.uniform_u32("attention.head_count")?.ok_or_else(|| k.missing("attention.head_count"))? as usize;
+    let n_heads = k
+        .uniform_u32("attention.head_count")?
+        .ok_or_else(|| k.missing("attention.head_count"))? as usize;
     // llama.cpp: "n_head_kv is optional, default to n_head".
-    let n_kv_heads = k.uniform_u32("attention.head_count_kv")?.map_or(n_heads, |v| v as usize);
-    let ffn_dim = k.uniform_u32("feed_forward_length")?.ok_or_else(|| k.missing("feed_forward_length"))? as usize;
+    let n_kv_heads = k
+        .uniform_u32("attention.head_count_kv")?
+        .map_or(n_heads, |v| v as usize);
+    let ffn_dim = k
+        .uniform_u32("feed_forward_length")?
+        .ok_or_else(|| k.missing("feed_forward_length"))? as usize;
     if n_heads == 0 {
-        return Err(cfg_err(k.name("attention.head_count"), "must be positive".into()));
+        return Err(cfg_err(
+            k.name("attention.head_count"),
+            "must be positive".into(),
+        ));
     }
     // llama.cpp: n_embd_head_k = n_embd / n_head unless `attention.key_length` says otherwise; likewise v.
-    let head_dim = k.u32("attention.key_length")?.map_or(d_model / n_heads, |v| v as usize);
-    let v_dim = k.u32("attention.value_length")?.map_or(d_model / n_heads, |v| v as usize);
+    let head_dim = k
+        .u32("attention.key_length")?
+        .map_or(d_model / n_heads, |v| v as usize);
+    let v_dim = k
+        .u32("attention.value_length")?
+        .map_or(d_model / n_heads, |v| v as usize);
     if v_dim != head_dim {
-        return Err(cfg_err(k.name("attention.value_length"), format!("{v_dim} differs from key_length {head_dim}; Gemma uses one head size")));
+        return Err(cfg_err(
+            k.name("attention.value_length"),
+            format!("{v_dim} differs from key_length {head_dim}; Gemma uses one head size"),
+        ));
     }
     let context_len = k.required_u32("context_length")? as usize;
-    let eps = k.f32("attention.layer_norm_rms_epsilon")?.ok_or_else(|| k.missing("attention.layer_norm_rms_epsilon"))?;
+    let eps = k
+        .f32("attention.layer_norm_rms_epsilon")?
+        .ok_or_else(|| k.missing("attention.layer_norm_rms_epsilon"))?;
 
-    let rope_global = Rope { base: rope_base(&k)?, linear_factor: rope_linear_factor(&k)? };
-    let (layer_types, sliding_window, rope_local) = attention_layout(&k, family, n_layers, rope_global)?;
+    let rope_global = Rope {
+        base: rope_base(&k)?,
+        linear_factor: rope_linear_factor(&k)?,
+    };
+    let (layer_types, sliding_window, rope_local) =
+        attention_layout(&k, family, n_layers, rope_global)?;
     let (attn_softcap, final_softcap) = softcaps(&k, family)?;
 
     // Query scale. llama.cpp (load_hparams): Gemma 1 scales q by 1/sqrt(n_embd_head_k); Gemma 2 and 3 use
@@ -113,14 +129,34 @@ pub fn raw_config(file: &GgufFile) -> Result<RawConfig> {
     // 1/sqrt(n_embd_head_k) otherwise, the model type being recognised by its block count (46 for Gemma 2 27B,
     // 62 for Gemma 3 27B): GGUF has no key for transformers' `query_pre_attn_scalar`, and these are the
     // official values (144 = 4608/32 and 168 = 5376/32; 256 = head_dim for every other size).
-    let is_27b = matches!((family, n_layers), (Family::Gemma2, 46) | (Family::Gemma3, 62));
-    let query_pre_attn_scalar = if is_27b { (d_model / n_heads) as f64 } else { head_dim as f64 };
+    let is_27b = matches!(
+        (family, n_layers),
+        (Family::Gemma2, 46) | (Family::Gemma3, 62)
+    );
+    let query_pre_attn_scalar = if is_27b {
+        (d_model / n_heads) as f64
+    } else {
+        head_dim as f64
+    };
 
-    let embed = file.tensors.get("token_embd.weight").ok_or_else(|| Error::MissingTensor { file: path.into(), name: "token_embd.weight".into() })?;
+    let embed = file
+        .tensors
+        .get("token_embd.weight")
+        .ok_or_else(|| Error::MissingTensor {
+            file: path.into(),
+            name: "token_embd.weight".into(),
+        })?;
     // ggml lists the embedding as [n_embd, n_vocab]; row-major that is (vocab, d_model).
     let vocab_size = match embed.shape.as_slice() {
         [rows, _] => *rows,
-        other => return Err(Error::ShapeMismatch { file: path.into(), name: "token_embd.weight".into(), expected: vec![0, d_model], got: other.to_vec() }),
+        other => {
+            return Err(Error::ShapeMismatch {
+                file: path.into(),
+                name: "token_embd.weight".into(),
+                expected: vec![0, d_model],
+                got: other.to_vec(),
+            })
+        }
     };
 
     Ok(RawConfig {
@@ -148,6 +184,7 @@ pub fn raw_config(file: &GgufFile) -> Result<RawConfig> {
         bos_token_id: file.get_u32("tokenizer.ggml.bos_token_id")?,
         eos_token_ids: end_of_generation_ids(file)?,
         pad_token_id: file.get_u32("tokenizer.ggml.padding_token_id")?,
+        ..RawConfig::default()
     })
 }
 
@@ -160,7 +197,10 @@ fn rope_base(k: &Keys) -> Result<f32> {
 /// `rope.scaling.factor` (or the older `rope.scale_linear`; absent or 0 = no scaling) and divides positions by
 /// the factor; type "none" disables the factor. YaRN and LongRoPE are not Gemma's and are refused.
 fn rope_linear_factor(k: &Keys) -> Result<f32> {
-    let kind = k.file.get_str(&k.name("rope.scaling.type"))?.unwrap_or("linear");
+    let kind = k
+        .file
+        .get_str(&k.name("rope.scaling.type"))?
+        .unwrap_or("linear");
     let factor = match k.f32("rope.scaling.factor")? {
         Some(f) => f,
         None => k.f32("rope.scale_linear")?.unwrap_or(0.0),
@@ -169,8 +209,16 @@ fn rope_linear_factor(k: &Keys) -> Result<f32> {
         "none" => Ok(1.0),
         "linear" if factor == 0.0 => Ok(1.0),
         "linear" if factor > 0.0 && factor.is_finite() => Ok(factor),
-        "linear" => Err(Error::config(k.file.path(), k.name("rope.scaling.factor"), format!("{factor} must be positive"))),
-        other => Err(Error::config(k.file.path(), k.name("rope.scaling.type"), format!("`{other}` is not supported (Gemma uses none or linear)"))),
+        "linear" => Err(Error::config(
+            k.file.path(),
+            k.name("rope.scaling.factor"),
+            format!("{factor} must be positive"),
+        )),
+        other => Err(Error::config(
+            k.file.path(),
+            k.name("rope.scaling.type"),
+            format!("`{other}` is not supported (Gemma uses none or linear)"),
+        )),
     }
 }
 
@@ -183,17 +231,38 @@ fn rope_linear_factor(k: &Keys) -> Result<f32> {
 ///   global: layer i is global iff (i + 1) % 6 == 0) and the sliding layers use RoPE base 10000 without
 ///   scaling (`rope_freq_base_train_swa = 10000.0f; rope_freq_scale_train_swa = 1.0f`), so the linear
 ///   factor applies to the global layers only, as in transformers. Without a window every layer is global.
-fn attention_layout(k: &Keys, family: Family, n_layers: usize, global: Rope) -> Result<(Vec<LayerType>, Option<usize>, Rope)> {
+fn attention_layout(
+    k: &Keys,
+    family: Family,
+    n_layers: usize,
+    global: Rope,
+) -> Result<(Vec<LayerType>, Option<usize>, Rope)> {
     let pattern = |n: usize| -> Vec<LayerType> {
-        (0..n_layers).map(|il| if il % n < n - 1 { LayerType::Sliding } else { LayerType::Full }).collect()
+        (0..n_layers)
+            .map(|il| {
+                if il % n < n - 1 {
+                    LayerType::Sliding
+                } else {
+                    LayerType::Full
+                }
+            })
+            .collect()
     };
     let all_full = vec![LayerType::Full; n_layers];
     let window = k.u32("attention.sliding_window")?.map(|w| w as usize);
     Ok(match family {
-        Family::Gemma => (all_full, None, global),
+        // llama.cpp has no RecurrentGemma architecture; `raw_config` never produces this family.
+        Family::Gemma | Family::RecurrentGemma => (all_full, None, global),
         Family::Gemma2 => (pattern(2), Some(window.unwrap_or(4096)), global),
         Family::Gemma3 => match window {
-            Some(w) if w > 0 => (pattern(6), Some(w), Rope { base: 10000.0, linear_factor: 1.0 }),
+            Some(w) if w > 0 => (
+                pattern(6),
+                Some(w),
+                Rope {
+                    base: 10000.0,
+                    linear_factor: 1.0,
+                },
+            ),
             _ => (all_full, None, global),
         },
     })
@@ -209,8 +278,11 @@ fn softcaps(k: &Keys, family: Family) -> Result<(Option<f64>, Option<f64>)> {
         Ok((v != 0.0).then_some(v as f64))
     };
     Ok(match family {
-        Family::Gemma => (None, None),
-        Family::Gemma2 => (cap("attn_logit_softcapping", 50.0)?, cap("final_logit_softcapping", 30.0)?),
+        Family::Gemma | Family::RecurrentGemma => (None, None),
+        Family::Gemma2 => (
+            cap("attn_logit_softcapping", 50.0)?,
+            cap("final_logit_softcapping", 30.0)?,
+        ),
         Family::Gemma3 => (None, cap("final_logit_softcapping", 0.0)?),
     })
 }
@@ -221,11 +293,18 @@ fn softcaps(k: &Keys, family: Family) -> Result<(Option<f64>, Option<f64>)> {
 /// when the file has no `eot_token_id`). `None` if the file names none of them (the family default applies).
 fn end_of_generation_ids(file: &GgufFile) -> Result<Option<Vec<u32>>> {
     let mut ids = Vec::new();
-    for key in ["tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id"] {
+    for key in [
+        "tokenizer.ggml.eos_token_id",
+        "tokenizer.ggml.eot_token_id",
+        "tokenizer.ggml.eom_token_id",
+    ] {
         ids.extend(file.get_u32(key)?);
     }
     if let Some(tokens) = file.get_arr("tokenizer.ggml.tokens")? {
-        if let Some(i) = tokens.iter().position(|t| t.as_str() == Some("<end_of_turn>")) {
+        if let Some(i) = tokens
+            .iter()
+            .position(|t| t.as_str() == Some("<end_of_turn>"))
+        {
             ids.push(i as u32);
         }
     }
@@ -233,3 +312,7 @@ fn end_of_generation_ids(file: &GgufFile) -> Result<Option<Vec<u32>>> {
     ids.retain(|id| seen.insert(*id));
     Ok((!ids.is_empty()).then_some(ids))
 }
+
+#[cfg(test)]
+#[path = "gguf_tests.rs"]
+mod tests;

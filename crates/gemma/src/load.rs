@@ -1,0 +1,102 @@
+//! Open a model from a path: a checkpoint folder (config.json + safetensors + tokenizer files) or a .gguf
+//! file. This is the glue above formats, model and tokenizer: it picks the config source and tensor naming
+//! that go with the format and composes them; none of those layers knows the others' files.
+
+use std::path::Path;
+
+use crate::formats::gguf::{self, GgufFile};
+use crate::formats::safetensors;
+use crate::model::config::{self, Config};
+use crate::model::weights::{NameScheme, NormConvention, Weights};
+use crate::model::Model;
+use crate::tokenizer::Tokenizer;
+use crate::{Error, Result};
+
+/// What kind of file or folder a model path is.
+pub enum ModelPath<'a> {
+    /// A Hugging Face checkpoint folder.
+    HfDir(&'a Path),
+    /// A GGUF file.
+    Gguf(&'a Path),
+}
+
+impl<'a> ModelPath<'a> {
+    /// Errors: the path does not exist, or is a folder without `config.json`.
+    pub fn classify(path: &'a Path) -> Result<ModelPath<'a>> {
+        let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+        if meta.is_dir() {
+            if !path.join("config.json").exists() {
+                return Err(Error::format(path, "this folder has no config.json (expected a Hugging Face checkpoint folder or a .gguf file)"));
+            }
+            return Ok(ModelPath::HfDir(path));
+        }
+        Ok(ModelPath::Gguf(path))
+    }
+}
+
+/// Load a model, memory-mapping its weights.
+pub fn load(path: &Path) -> Result<Model> {
+    match ModelPath::classify(path)? {
+        ModelPath::HfDir(dir) => load_hf_dir(dir),
+        ModelPath::Gguf(file) => model_from_gguf(&gguf::load(file)?),
+    }
+}
+
+/// Only the validated configuration of a model path (no weights are mapped): what `gemma inspect` needs.
+pub fn load_config(path: &Path) -> Result<Config> {
+    match ModelPath::classify(path)? {
+        ModelPath::HfDir(dir) => Config::from_hf_file(&dir.join("config.json")),
+        ModelPath::Gguf(file) => Config::from_raw(config::gguf::raw_config(&gguf::load(file)?)?),
+    }
+}
+
+/// A Hugging Face checkpoint folder: `config.json` and the safetensors (single or sharded).
+pub fn load_hf_dir(dir: &Path) -> Result<Model> {
+    let config = Config::from_hf_file(&dir.join("config.json"))?;
+    let store = safetensors::load_dir(dir)?;
+    let weights = Weights::from_store(
+        &config,
+        &store,
+        NameScheme::HuggingFace,
+        NormConvention::AddOne,
+    )?;
+    Model::new(config, weights)
+}
+
+/// Build the model from an already parsed GGUF file (so that the tokenizer can come from the same file's
+/// `tokenizer.ggml.*` metadata without parsing it twice). The weights share the file's mapping.
+pub fn model_from_gguf(file: &GgufFile) -> Result<Model> {
+    let config = Config::from_raw(config::gguf::raw_config(file)?)?;
+    // llama.cpp's converter writes Gemma norm weights as `1 + w` (convert_hf_to_gguf.py adds the 1 to every
+    // `*norm.weight`, q/k norms included), so they are used as stored.
+    let weights = Weights::from_store(
+        &config,
+        &file.tensors,
+        NameScheme::Gguf,
+        NormConvention::Stored,
+    )?;
+    Model::new(config, weights)
+}
+
+/// Load a model and its tokenizer (GGUF metadata, or the folder's tokenizer.json / tokenizer.model), reading a
+/// GGUF file's header once.
+pub fn load_with_tokenizer(path: &Path) -> Result<(Model, Tokenizer)> {
+    match ModelPath::classify(path)? {
+        ModelPath::HfDir(dir) => Ok((load_hf_dir(dir)?, Tokenizer::from_dir(dir)?)),
+        ModelPath::Gguf(file) => {
+            let f = gguf::load(file)?;
+            Ok((
+                model_from_gguf(&f)?,
+                Tokenizer::from_gguf_metadata(&f.metadata)?,
+            ))
+        }
+    }
+}
+
+/// Load only the tokenizer of a model path.
+pub fn load_tokenizer(path: &Path) -> Result<Tokenizer> {
+    match ModelPath::classify(path)? {
+        ModelPath::HfDir(dir) => Tokenizer::from_dir(dir),
+        ModelPath::Gguf(file) => Tokenizer::from_gguf_metadata(&gguf::load(file)?.metadata),
+    }
+}
