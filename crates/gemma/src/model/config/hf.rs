@@ -170,6 +170,7 @@ impl RawConfig {
         };
         Ok(RawConfig {
             source: path.to_path_buf(),
+            field_prefix: prefix.into(),
             family: Some(family),
             vocab_size: usize_key("vocab_size")?,
             hidden_size: usize_key("hidden_size")?,

@@ -224,6 +224,9 @@ pub enum LayerType {
 #[derive(Debug, Clone, Default)]
 pub struct RawConfig {
     pub source: PathBuf,
+    /// Where the decoder's keys sit in the source (`text_config.` in a vision-language config), so that
+    /// errors name the real field.
+    pub field_prefix: String,
     pub family: Option<Family>,
     pub vocab_size: Option<usize>,
     pub hidden_size: Option<usize>,
@@ -271,6 +274,7 @@ struct Defaults {
     rope_theta: f32,
     rope_local_base_freq: Option<f32>,
     query_pre_attn_scalar: Option<f64>,
+    partial_rotary_factor: Option<f64>,
     sliding_window: Option<usize>,
     attn_logit_softcapping: Option<f64>,
     final_logit_softcapping: Option<f64>,
@@ -290,6 +294,7 @@ fn defaults(f: Family) -> Defaults {
             rope_theta: 10000.0,
             rope_local_base_freq: None,
             query_pre_attn_scalar: None,
+            partial_rotary_factor: None,
             sliding_window: None,
             attn_logit_softcapping: None,
             final_logit_softcapping: None,
@@ -306,6 +311,7 @@ fn defaults(f: Family) -> Defaults {
             rope_theta: 10000.0,
             rope_local_base_freq: None,
             query_pre_attn_scalar: Some(256.0),
+            partial_rotary_factor: None,
             sliding_window: Some(4096),
             attn_logit_softcapping: Some(50.0),
             final_logit_softcapping: Some(30.0),
@@ -322,6 +328,7 @@ fn defaults(f: Family) -> Defaults {
             rope_theta: 1_000_000.0,
             rope_local_base_freq: Some(10000.0),
             query_pre_attn_scalar: Some(256.0),
+            partial_rotary_factor: None,
             sliding_window: Some(4096),
             attn_logit_softcapping: None,
             final_logit_softcapping: None,
@@ -341,6 +348,7 @@ fn defaults(f: Family) -> Defaults {
             rope_theta: 10000.0,
             rope_local_base_freq: None,
             query_pre_attn_scalar: None,
+            partial_rotary_factor: Some(0.5),
             sliding_window: Some(2048),
             attn_logit_softcapping: None,
             final_logit_softcapping: Some(30.0),
@@ -365,7 +373,8 @@ impl Config {
     /// divide, a layer list of the wrong length, an out-of-range norm epsilon or RoPE base.
     pub fn from_raw(raw: RawConfig) -> Result<Config> {
         let file = raw.source.clone();
-        let err = |field: &str, what: String| Error::config(&file, field, what);
+        let prefix = raw.field_prefix.clone();
+        let err = |field: &str, what: String| Error::config(&file, format!("{prefix}{field}"), what);
         let family = raw
             .family
             .ok_or_else(|| err("model_type", "missing".into()))?;
@@ -471,7 +480,7 @@ impl Config {
                 ));
             }
         }
-        let rotary_dims = match raw.partial_rotary_factor {
+        let rotary_dims = match raw.partial_rotary_factor.or(d.partial_rotary_factor) {
             None => head_dim,
             Some(f) if f > 0.0 && f <= 1.0 && (f * head_dim as f64).round() as usize % 2 == 0 => (f * head_dim as f64).round() as usize,
             Some(f) => return Err(err("partial_rotary_factor", format!("{f} must be in (0, 1] and rotate an even number of the {head_dim} head dimensions"))),
