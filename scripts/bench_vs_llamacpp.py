@@ -6,6 +6,9 @@ into a venv outside the repo. For each thread count and test (pp64, pp512, tg128
 `gemma bench --json`, REPS times, alternating, and prints medians and the ratio gemma-rs / llama.cpp, then each
 engine's peak resident memory (llama.cpp runs in a child process of its own, context 1024).
 
+With --baseline OTHER_GEMMA_BINARY (e.g. a build of an earlier commit) that binary is measured in the same
+alternation and a column gives this build / baseline: a before/after comparison free of the drift between runs.
+
 pp N: evaluate an N-token prompt in one batch from an empty cache (tokens/s).
 tg N: evaluate N tokens one at a time after a 1-token prompt (tokens/s), no sampling — llama-bench's definition.
 """
@@ -65,6 +68,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", required=True)
     ap.add_argument("--gemma", default="target/release/gemma")
+    ap.add_argument("--baseline", help="another gemma binary measured in the same run (before/after)")
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--tests", default="pp64,pp512,tg128")
     ap.add_argument("--reps", type=int, default=3)
@@ -72,9 +76,10 @@ def main():
     a = ap.parse_args()
     tests = a.tests.split(",")
     print(f"model: {a.model}")
-    print(f"{'test':<8}{'threads':>8}{'llama.cpp tok/s':>18}{'gemma-rs tok/s':>18}{'ratio':>8}")
+    extra = f"{'baseline tok/s':>18}{'vs base':>9}" if a.baseline else ""
+    print(f"{'test':<8}{'threads':>8}{'llama.cpp tok/s':>18}{'gemma-rs tok/s':>18}{'ratio':>8}{extra}")
     for t in [int(x) for x in a.threads.split(",")]:
-        L, G = {}, {}
+        L, G, B = {}, {}, {}
         rss_l = rss_g = base = 0
         for _ in range(a.rounds):
             rates, peak, base = llamacpp_rates_isolated(a.model, t, tests, a.reps)
@@ -83,9 +88,16 @@ def main():
             rates, peak = gemma_rates(a.gemma, a.model, t, tests, a.reps)
             rss_g = max(rss_g, peak)
             for k, v in rates.items(): G.setdefault(k, []).extend(v)
+            if a.baseline:
+                rates, _ = gemma_rates(a.baseline, a.model, t, tests, a.reps)
+                for k, v in rates.items(): B.setdefault(k, []).extend(v)
         for test in tests:
             l, g = statistics.median(L[test]), statistics.median(G[test])
-            print(f"{test:<8}{t:>8}{l:>18.1f}{g:>18.1f}{g / l:>8.2f}", flush=True)
+            more = ""
+            if a.baseline:
+                b = statistics.median(B[test])
+                more = f"{b:>18.1f}{g / b:>9.3f}"
+            print(f"{test:<8}{t:>8}{l:>18.1f}{g:>18.1f}{g / l:>8.2f}{more}", flush=True)
         mib = 1 << 20
         print(f"{'peak RSS':<8}{t:>8}{rss_l / mib:>14.0f} MiB{rss_g / mib:>14.0f} MiB{rss_g / rss_l:>8.2f}"
               f"   (llama.cpp's process includes the Python interpreter: {base / mib:.0f} MiB before loading)", flush=True)
