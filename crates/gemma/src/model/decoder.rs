@@ -28,10 +28,13 @@ pub struct Model {
     /// `sqrt(d_model)`, rounded to the embedding's stored type as transformers does
     /// (`torch.tensor(hidden_size**0.5, dtype=embed.dtype)`), f32 for quantized embeddings as llama.cpp does.
     pub embed_scale: f32,
-    /// The distinct RoPE inverse-frequency tables (head_dim / 2 each): one or two (local and global layers).
+    /// The distinct RoPE inverse-frequency tables (rope_dims / 2 each): one or two (local and global layers).
     inv_freqs: Vec<Vec<f32>>,
     /// Per layer: its table in `inv_freqs` (attention layers only).
     layer_rope: Vec<usize>,
+    /// Leading dimensions of each head that RoPE rotates (`head_dim`, or less with a partial rotary factor);
+    /// the rest pass through unrotated, as transformers' `apply_rotary_pos_emb` on `query_rot`.
+    rope_dims: usize,
     /// What a [`SeqState`] for this model looks like (checked before a forward pass touches any state).
     layout: Vec<(u8, usize, usize)>,
 }
@@ -107,7 +110,7 @@ pub struct Scratch {
     /// (rows wanted, d_model) and (rows wanted, vocab)
     wanted_x: Vec<f32>,
     logits: Vec<f32>,
-    /// (rope tables, T, head_dim): cos and sin of every token's angles, shared by all layers with that table.
+    /// (rope tables, T, rope_dims): cos and sin of every token's angles, shared by all layers with that table.
     rope: Vec<f32>,
     /// Per chunk: the range of rows of `logits` it asked for.
     logit_rows: Vec<Range<usize>>,
@@ -157,12 +160,11 @@ impl Model {
                 feature: "RecurrentGemma's recurrent (RG-LRU) blocks".into(),
             });
         }
-        if config
-            .attention_layers()
-            .any(|a| a.rotary_dims != config.head_dim)
-        {
+        // One table width for all layers: the RoPE tables are shared by every layer with the same frequencies.
+        let rope_dims = config.attention_layers().next().map_or(config.head_dim, |a| a.rotary_dims);
+        if config.attention_layers().any(|a| a.rotary_dims != rope_dims) {
             return Err(Error::Unsupported {
-                feature: "partial rotary embeddings".into(),
+                feature: "rotary dimensions that differ between layers".into(),
             });
         }
         let embed_scale = {
@@ -180,7 +182,7 @@ impl Model {
                 layer_rope.push(usize::MAX);
                 continue;
             };
-            let f = rope_inv_freq(config.head_dim, a.rope.base, a.rope.linear_factor);
+            let f = rope_inv_freq(rope_dims, a.rope.base, a.rope.linear_factor);
             let i = inv_freqs.iter().position(|g| *g == f).unwrap_or_else(|| {
                 inv_freqs.push(f);
                 inv_freqs.len() - 1
@@ -194,6 +196,7 @@ impl Model {
             embed_scale,
             inv_freqs,
             layer_rope,
+            rope_dims,
             layout,
         })
     }
@@ -297,7 +300,7 @@ impl Model {
 
     /// cos/sin of every row's angles, once per RoPE table rather than per layer and head.
     fn rope_tables(&self, chunks: &[Chunk], t_total: usize, s: &mut Scratch) {
-        let hd = self.config.head_dim;
+        let hd = self.rope_dims;
         grow(&mut s.rope, self.inv_freqs.len() * t_total * hd);
         for (f, inv) in self.inv_freqs.iter().enumerate() {
             let mut row = 0;
@@ -377,14 +380,15 @@ impl Model {
             k.chunks_exact_mut(hd)
                 .for_each(|h| rms_norm_inplace(h, kn, c.norm_eps));
         }
-        let table = &s.rope[self.layer_rope[l] * t * hd..(self.layer_rope[l] + 1) * t * hd];
-        for (r, cs) in table.chunks_exact(hd).enumerate() {
+        let rd = self.rope_dims;
+        let table = &s.rope[self.layer_rope[l] * t * rd..(self.layer_rope[l] + 1) * t * rd];
+        for (r, cs) in table.chunks_exact(rd).enumerate() {
             q[r * qd..(r + 1) * qd]
                 .chunks_exact_mut(hd)
-                .for_each(|h| rope_apply_cs(h, cs));
+                .for_each(|h| rope_apply_cs(&mut h[..rd], cs));
             k[r * kvd..(r + 1) * kvd]
                 .chunks_exact_mut(hd)
-                .for_each(|h| rope_apply_cs(h, cs));
+                .for_each(|h| rope_apply_cs(&mut h[..rd], cs));
         }
         let mut row = 0;
         for ch in chunks.iter_mut() {
