@@ -73,6 +73,19 @@ pub enum Role {
     RgLruRecurrentGateBias,
 }
 
+impl Role {
+    /// Every role that exists once per layer.
+    pub const PER_LAYER: &'static [Role] = {
+        use Role::*;
+        &[
+            MixerNorm, PostMixerNorm, MlpNorm, PostMlpNorm, AttnQ, AttnK, AttnV, AttnO, AttnOBias, AttnQNorm, AttnKNorm,
+            MlpGate, MlpUp, MlpDown, MlpGateBias, MlpUpBias, MlpDownBias, RecY, RecYBias, RecX, RecXBias, RecOut,
+            RecOutBias, RecConv, RecConvBias, RgLruParam, RgLruInputGate, RgLruInputGateBias, RgLruRecurrentGate,
+            RgLruRecurrentGateBias,
+        ]
+    };
+}
+
 impl NameScheme {
     /// The tensor name of `role` (in layer `layer` for per-layer roles), or None where the format has none.
     pub fn name(self, family: Family, role: Role, layer: usize) -> Option<String> {
@@ -511,38 +524,7 @@ mod tests {
     #[test]
     fn hf_names_are_distinct_per_family() {
         use Role::*;
-        let roles = [
-            MixerNorm,
-            PostMixerNorm,
-            MlpNorm,
-            PostMlpNorm,
-            AttnQ,
-            AttnK,
-            AttnV,
-            AttnO,
-            AttnOBias,
-            AttnQNorm,
-            AttnKNorm,
-            MlpGate,
-            MlpUp,
-            MlpDown,
-            MlpGateBias,
-            MlpUpBias,
-            MlpDownBias,
-            RecY,
-            RecYBias,
-            RecX,
-            RecXBias,
-            RecOut,
-            RecOutBias,
-            RecConv,
-            RecConvBias,
-            RgLruParam,
-            RgLruInputGate,
-            RgLruInputGateBias,
-            RgLruRecurrentGate,
-            RgLruRecurrentGateBias,
-        ];
+        let roles = Role::PER_LAYER;
         for family in [Family::Gemma2, Family::RecurrentGemma] {
             let mut names: Vec<String> = roles
                 .iter()
