@@ -251,7 +251,7 @@ pub(crate) fn rank_user_defined_first(vocab: &mut Vocab) {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 /// Load the tokenizer of a model path (a .gguf file or a checkpoint folder).
 pub fn load(path: &Path) -> crate::Result<Tokenizer> {
