@@ -22,8 +22,8 @@ use std::time::{Duration, Instant};
 
 use gemma::kernels::ThreadPool;
 use gemma::model::{Chunk, LogitsWanted, Model, Scratch, SeqState};
-use gemma::runtime::{FinishReason, Sampler, SamplerConfig, StopMatcher};
-use gemma::tokenizer::{ControlTokens, StreamDecoder, Tokenizer};
+use gemma::runtime::{FinishReason, Sampler, SamplerConfig, TextStream};
+use gemma::tokenizer::Tokenizer;
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::metrics::Metrics;
@@ -196,11 +196,8 @@ struct Seq<'t> {
     sampler: Sampler,
     /// Prompt and generated tokens, for the sampler's penalties.
     history: Vec<u32>,
-    decoder: StreamDecoder<'t>,
-    stops: StopMatcher,
-    generated: usize,
-    /// Set when a stop string was hit: the matcher has already dropped the rest.
-    hit_stop_string: bool,
+    /// The generated ids and their text (stop ids, stop strings, streaming decoding).
+    text: TextStream<'t>,
 }
 
 impl<'t> Seq<'t> {
@@ -208,28 +205,26 @@ impl<'t> Seq<'t> {
         self.fed < self.job.prompt.len()
     }
 
-    /// Sample the next token from this sequence's logits and send its text; `Some` when the sequence ends.
-    fn advance(&mut self, logits: &[f32]) -> Option<FinishReason> {
+    /// Tokens generated so far (stop ids are not counted).
+    fn generated(&self) -> usize {
+        self.text.ids().len()
+    }
+
+    /// Sample the next token from this sequence's logits and send its text; `true` when the sequence ends.
+    fn advance(&mut self, logits: &[f32]) -> bool {
         let tok = self.sampler.sample(logits, &self.history);
-        if self.job.stop_ids.contains(&tok) {
-            return Some(FinishReason::Stop);
-        }
-        self.generated += 1;
-        self.history.push(tok);
-        // An id the tokenizer lacks (a model vocabulary padded past the tokenizer's) has no text.
-        let piece = self.decoder.push(tok).unwrap_or_default();
-        let (text, hit) = self.stops.push(&piece);
-        self.send_text(text);
-        if hit {
-            self.hit_stop_string = true;
-            return Some(FinishReason::Stop);
+        let step = self.text.push(tok);
+        self.send_text(step.text);
+        if step.stop.is_some() {
+            return true;
         }
         // Feeding the token back needs a position; without one the sequence is as long as it can be.
-        if self.generated >= self.job.max_tokens || self.state.pos >= self.state.max_pos {
-            return Some(FinishReason::Length);
+        if self.generated() >= self.job.max_tokens || self.state.pos >= self.state.max_pos {
+            return true;
         }
+        self.history.push(tok);
         self.last = [tok];
-        None
+        false
     }
 
     fn send_text(&self, text: String) {
@@ -238,19 +233,11 @@ impl<'t> Seq<'t> {
         }
     }
 
-    /// Send what the decoder and stop matcher still hold, then `Done`.
-    fn finish(&mut self, mut reason: FinishReason) {
-        if !self.hit_stop_string {
-            let (text, hit) = self.stops.push(&self.decoder.finish());
-            self.send_text(text);
-            if hit {
-                reason = FinishReason::Stop;
-            } else {
-                let rest = self.stops.finish();
-                self.send_text(rest);
-            }
-        }
-        let done = Finished { reason, prompt_tokens: self.job.prompt.len(), completion_tokens: self.generated };
+    /// Send what the text stream still holds, then `Done`.
+    fn finish(&mut self) {
+        let end = self.text.finish();
+        self.send_text(end.text);
+        let done = Finished { reason: end.reason, prompt_tokens: self.job.prompt.len(), completion_tokens: self.generated() };
         let _ = self.job.events.send(Event::Done(done));
     }
 }
@@ -336,14 +323,11 @@ impl<'a> Worker<'a> {
         history.extend_from_slice(&job.prompt);
         self.active.push(Seq {
             sampler: Sampler::new(job.sampler.clone()),
-            stops: StopMatcher::new(job.stop_strings.clone()),
-            decoder: StreamDecoder::new(self.tok, ControlTokens::Skip),
+            text: TextStream::new(self.tok, job.stop_ids.clone(), job.stop_strings.clone()),
             state,
             fed: 0,
             last: [0],
             history,
-            generated: 0,
-            hit_stop_string: false,
             job,
         });
     }
@@ -430,11 +414,11 @@ impl<'a> Worker<'a> {
             if s.reading_prompt() {
                 continue;
             }
-            let before = s.generated;
-            let outcome = s.advance(self.scratch.logits(k, vocab));
-            generated += s.generated - before;
-            if let Some(reason) = outcome {
-                s.finish(reason);
+            let before = s.generated();
+            let ended_now = s.advance(self.scratch.logits(k, vocab));
+            generated += s.generated() - before;
+            if ended_now {
+                s.finish();
                 ended.push(i);
             }
         }

@@ -4,11 +4,10 @@
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use gemma::runtime::{Generation, GenerationEvent};
-use gemma::tokenizer::{ControlTokens, Message, StreamDecoder};
+use gemma::runtime::{Generation, TextStream};
+use gemma::tokenizer::Message;
 
 use super::common::{self, ModelArgs, SamplingArgs};
 
@@ -157,36 +156,22 @@ fn answer(
         bail!("the conversation ({} tokens) no longer fits the context of {}: /reset to start over", ids.len(), gen.state.max_pos);
     }
     gen.feed(&l.pool, &ids[fed_from..], |_| {})?;
-    let t0 = Instant::now();
-    let mut decoder = StreamDecoder::new(tok, ControlTokens::Skip);
+    let mut stream = TextStream::new(tok, stop_ids.to_vec(), Vec::new());
     let mut out = std::io::stdout().lock();
     let mut reply = String::new();
-    let mut n = 0;
     INTERRUPTED.store(false, Ordering::SeqCst);
     GENERATING.store(true, Ordering::SeqCst);
-    let result = (|| -> Result<()> {
-        while n < max_tokens && !INTERRUPTED.load(Ordering::SeqCst) {
-            match gen.step(&l.pool, |t| stop_ids.contains(&t))? {
-                GenerationEvent::Finished(_) => break,
-                GenerationEvent::Token(t) => {
-                    n += 1;
-                    let piece = decoder.push(t)?;
-                    reply.push_str(&piece);
-                    out.write_all(piece.as_bytes())?;
-                    out.flush()?;
-                }
-            }
-        }
-        Ok(())
-    })();
+    let result = gen.generate(&l.pool, &mut stream, max_tokens, |piece| -> Result<bool> {
+        reply.push_str(piece);
+        out.write_all(piece.as_bytes())?;
+        out.flush()?;
+        Ok(!INTERRUPTED.load(Ordering::SeqCst))
+    });
     GENERATING.store(false, Ordering::SeqCst);
     result?;
-    let rest = decoder.finish();
-    reply.push_str(&rest);
-    writeln!(out, "{rest}")?;
+    writeln!(out)?;
     if INTERRUPTED.load(Ordering::SeqCst) {
         eprintln!("(stopped)");
     }
-    let _ = common::rate(n, t0.elapsed());
     Ok(reply)
 }

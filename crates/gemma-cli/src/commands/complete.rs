@@ -4,8 +4,8 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use gemma::runtime::{Generation, GenerationEvent};
-use gemma::tokenizer::{ControlTokens, FimTokens, StreamDecoder};
+use gemma::runtime::{Generation, TextStream};
+use gemma::tokenizer::FimTokens;
 
 use super::common::{self, ModelArgs, SamplingArgs};
 
@@ -82,18 +82,14 @@ pub fn run(a: Args) -> Result<()> {
     }
     let mut gen = Generation::new(model, ctx, sampler);
     gen.feed(&l.pool, &ids, |_| {})?;
-    let mut decoder = StreamDecoder::new(tok, ControlTokens::Skip);
+    let mut stream = TextStream::new(tok, stops, Vec::new());
     let mut out = std::io::stdout().lock();
-    for _ in 0..a.max_tokens {
-        match gen.step(&l.pool, |t| stops.contains(&t))? {
-            GenerationEvent::Finished(_) => break,
-            GenerationEvent::Token(t) => {
-                out.write_all(decoder.push(t)?.as_bytes())?;
-                out.flush()?;
-            }
-        }
-    }
-    writeln!(out, "{}", decoder.finish())?;
+    gen.generate(&l.pool, &mut stream, a.max_tokens, |piece| -> Result<bool> {
+        out.write_all(piece.as_bytes())?;
+        out.flush()?;
+        Ok(true)
+    })?;
+    writeln!(out)?;
     Ok(())
 }
 

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{bail, Result};
-use gemma::runtime::{stop_token_ids, FinishReason, Generation, GenerationEvent, StopMatcher};
-use gemma::tokenizer::{ControlTokens, EncodeOptions, StreamDecoder};
+use gemma::runtime::{stop_token_ids, Generation, TextStream};
+use gemma::tokenizer::EncodeOptions;
 
 use super::common::{self, ModelArgs, SamplingArgs};
 
@@ -72,7 +72,6 @@ pub fn run(a: Args) -> Result<()> {
         let tail = ids.split_off(ids.len() - keep);
         ids = bos.into_iter().chain(tail).collect();
     }
-    let stop_ids: Vec<u32> = stop_token_ids(model, tok);
     let mut gen = Generation::new(model, ctx, sampler);
     let t_prompt = Instant::now();
     let bar = common::progress_bar(a.model.quiet || a.json, ids.len() as u64, "prompt");
@@ -88,46 +87,17 @@ pub fn run(a: Args) -> Result<()> {
 
     let t_gen = Instant::now();
     let mut out = std::io::stdout().lock();
-    let mut decoder = StreamDecoder::new(tok, ControlTokens::Skip);
-    let mut stops = StopMatcher::new(a.stop.clone());
+    let mut stream = TextStream::new(tok, stop_token_ids(model, tok), a.stop.clone());
     let mut text = String::new();
-    let mut generated = Vec::new();
-    let mut finish = FinishReason::Length;
-    let mut emit = |piece: &str, text: &mut String| -> std::io::Result<()> {
+    let finish = gen.generate(&l.pool, &mut stream, a.max_tokens, |piece| -> Result<bool> {
         text.push_str(piece);
         if !a.json {
             out.write_all(piece.as_bytes())?;
             out.flush()?;
         }
-        Ok(())
-    };
-    let mut hit_stop_string = false;
-    while generated.len() < a.max_tokens {
-        match gen.step(&l.pool, |t| stop_ids.contains(&t))? {
-            GenerationEvent::Finished(r) => {
-                finish = r;
-                break;
-            }
-            GenerationEvent::Token(t) => {
-                generated.push(t);
-                let (piece, hit) = stops.push(&decoder.push(t)?);
-                emit(&piece, &mut text)?;
-                if hit {
-                    hit_stop_string = true;
-                    finish = FinishReason::Stop;
-                    break;
-                }
-            }
-        }
-    }
-    if !hit_stop_string {
-        // Whatever the stream decoder and the stop matcher still hold.
-        let (piece, hit) = stops.push(&decoder.finish());
-        emit(&piece, &mut text)?;
-        if !hit {
-            emit(&stops.finish(), &mut text)?;
-        }
-    }
+        Ok(true)
+    })?;
+    let generated = stream.ids();
     let gen_time = t_gen.elapsed();
     let (pp, tg) = (common::rate(ids.len(), prompt_time), common::rate(generated.len(), gen_time));
     if a.json {

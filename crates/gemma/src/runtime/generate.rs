@@ -1,36 +1,12 @@
-//! The generation loop for one sequence: prefill a prompt (in chunks), then sample and feed back one token
-//! at a time. The server batches many sequences through `Model::forward` itself; this is the single-sequence
-//! path the command line uses.
+//! The generation loop for one sequence: prefill a prompt (in chunks), then sample one token at a time, turn
+//! it into text with a [`TextStream`] and feed it back. The server batches many sequences through
+//! `Model::forward` itself (with a `TextStream` each); this is the single-sequence path the command line uses.
 
 use super::sampler::{Sampler, SamplerConfig};
+use super::text::{FinishReason, Step, TextStream};
 use crate::kernels::ThreadPool;
 use crate::model::{Chunk, LogitsWanted, Model, Scratch, SeqState};
 use crate::{Error, Result};
-
-/// Why a generation ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FinishReason {
-    /// An end-of-sequence token or a stop string.
-    Stop,
-    /// The token budget or the context ran out.
-    Length,
-}
-
-impl FinishReason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FinishReason::Stop => "stop",
-            FinishReason::Length => "length",
-        }
-    }
-}
-
-/// What one step produced.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GenerationEvent {
-    Token(u32),
-    Finished(FinishReason),
-}
 
 /// Prompt chunk size: large enough for the matrix kernels to reuse each weight row, small enough to bound
 /// activation memory.
@@ -98,19 +74,43 @@ impl<'m> Generation<'m> {
         self.sampler.sample(&self.last_logits, &self.history)
     }
 
-    /// Sample, then feed the token back unless it ends the generation. `is_stop` says which ids end it.
-    pub fn step(&mut self, pool: &ThreadPool, is_stop: impl Fn(u32) -> bool) -> Result<GenerationEvent> {
+    /// One token: sample it, push it into `text`, and feed it back unless `text` stopped with it. `None` when
+    /// the context is full: the sampled token (unless a stop id, which `text` takes) has no position left, so
+    /// it is dropped, `text` never sees it, and the generation has run to its length.
+    pub fn step(&mut self, pool: &ThreadPool, text: &mut TextStream) -> Result<Option<Step>> {
         if self.last_logits.is_empty() {
             return Err(Error::Invalid("nothing to continue: feed a prompt first".into()));
         }
         let tok = self.sample();
-        if is_stop(tok) {
-            return Ok(GenerationEvent::Finished(FinishReason::Stop));
+        if self.remaining() == 0 && !text.is_stop_id(tok) {
+            return Ok(None);
         }
-        if self.remaining() == 0 {
-            return Ok(GenerationEvent::Finished(FinishReason::Length));
+        let step = text.push(tok);
+        if step.stop.is_none() {
+            self.feed(pool, &[tok], |_| {})?;
         }
-        self.feed(pool, &[tok], |_| {})?;
-        Ok(GenerationEvent::Token(tok))
+        Ok(Some(step))
+    }
+
+    /// Generates into `text` until it stops (stop id or stop string), it holds `max_tokens` ids, the context
+    /// is full, or `emit` returns `false` (an interruption); then finishes it. `emit` is given the text of
+    /// every step (possibly empty), and last what [`TextStream::finish`] released. Returns why it ended.
+    pub fn generate<E: From<Error>>(
+        &mut self,
+        pool: &ThreadPool,
+        text: &mut TextStream,
+        max_tokens: usize,
+        mut emit: impl FnMut(&str) -> std::result::Result<bool, E>,
+    ) -> std::result::Result<FinishReason, E> {
+        while text.ids().len() < max_tokens {
+            let Some(step) = self.step(pool, text)? else { break };
+            let go_on = emit(&step.text)?;
+            if step.stop.is_some() || !go_on {
+                break;
+            }
+        }
+        let end = text.finish();
+        emit(&end.text)?;
+        Ok(end.reason)
     }
 }

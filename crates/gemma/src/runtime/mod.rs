@@ -4,7 +4,9 @@
 pub mod generate;
 pub mod sampler;
 pub mod stop;
+pub mod text;
 
-pub use generate::{FinishReason, Generation, GenerationEvent};
+pub use generate::Generation;
 pub use sampler::{Sampler, SamplerConfig};
 pub use stop::{stop_token_ids, StopMatcher};
+pub use text::{FinishReason, Step, Stop, StreamEnd, TextStream};

@@ -1,6 +1,7 @@
 //! When a generation stops: the token ids that end it, and stop strings matched on the decoded text.
 //!
-//! Shared by the command line and the server so that both stop at the same place. Stop strings are matched
+//! The stop steps of [`TextStream`](super::TextStream), which the command line and the server share so that
+//! both stop at the same place. Stop strings are matched
 //! on text, not ids, because one string may be spelled by many different token sequences; text that could
 //! still grow into a stop string is held back until it either completes one or cannot.
 

@@ -251,4 +251,4 @@ pub(crate) fn rank_user_defined_first(vocab: &mut Vocab) {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -4,7 +4,8 @@
 use super::*;
 
 /// A Gemma-shaped vocabulary: control tokens, user-defined runs and tags, 256 byte pieces, a few merges.
-fn tiny() -> Tokenizer {
+/// Also the vocabulary of the runtime's text-stream tests.
+pub(crate) fn tiny() -> Tokenizer {
     let mut entries: Vec<(String, f32, TokenKind)> = vec![
         ("<pad>".into(), 0., TokenKind::Control),
         ("<eos>".into(), 0., TokenKind::Control),
