@@ -45,12 +45,7 @@ impl<'m> Generation<'m> {
     /// `progress` is told how many tokens are done after each chunk.
     pub fn feed(&mut self, pool: &ThreadPool, ids: &[u32], mut progress: impl FnMut(usize)) -> Result<()> {
         if ids.len() > self.remaining() {
-            return Err(Error::Invalid(format!(
-                "{} tokens do not fit in the {} positions left of the context ({} in all)",
-                ids.len(),
-                self.remaining(),
-                self.state.max_pos
-            )));
+            return Err(Error::ContextFull { needed: self.state.pos + ids.len(), max_pos: self.state.max_pos });
         }
         let vocab = self.model.config.vocab_size;
         for (i, chunk) in ids.chunks(PREFILL_CHUNK).enumerate() {

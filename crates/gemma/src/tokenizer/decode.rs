@@ -42,10 +42,7 @@ impl<'t> StreamDecoder<'t> {
     /// As [`push`](Self::push), appending to `out`.
     pub fn push_into(&mut self, id: u32, out: &mut String) -> crate::Result<()> {
         let Some(kind) = self.tok.kind(id) else {
-            return Err(crate::Error::Invalid(format!(
-                "token id {id} is outside the vocabulary of {} pieces",
-                self.tok.vocab_size()
-            )));
+            return Err(crate::Error::TokenOutOfVocab { id, vocab_size: self.tok.vocab_size() });
         };
         if kind == TokenKind::Byte {
             if let Some(b) = self.tok.byte_value(id) {
