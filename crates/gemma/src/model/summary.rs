@@ -474,7 +474,9 @@ pub fn explain(c: &Config) -> String {
             AttentionScope::Local { window } => Some(window),
             _ => None,
         });
-        let _ = writeln!(s, "sliding_window = {}: {n_local} of {} layers attend only to the last {} positions, so their cache stops growing there (ring buffer); the other {} layers see everything.", w.unwrap_or(0), c.n_layers, w.unwrap_or(0), c.n_layers - n_local);
+        let n_global = c.attention_layers().count() - n_local;
+        let rest = if n_global > 0 { format!("; the other {n_global} attention layers see everything") } else { String::new() };
+        let _ = writeln!(s, "sliding_window = {}: {n_local} of {} layers attend only to the last {} positions, so their cache stops growing there (ring buffer){rest}.", w.unwrap_or(0), c.n_layers, w.unwrap_or(0));
     }
     if let Some(cap) = c.attn_softcap {
         let _ = writeln!(s, "attn_logit_softcapping = {cap}: attention scores pass through cap*tanh(s/cap), bounding them smoothly.");
