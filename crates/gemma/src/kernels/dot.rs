@@ -168,7 +168,8 @@ pub mod scalar {
 pub(crate) mod tests {
     //! Every available variant against the scalar reference, on lengths that exercise the vector tails.
     use super::*;
-    use crate::quant::{quantize_acts, ActFormat, QuantizedActs};
+    use crate::kernels::quantize_acts;
+    use crate::quant::{ActFormat, QuantizedActs};
 
     fn data(n: usize, seed: u32) -> Vec<f32> {
         let mut s = seed.wrapping_mul(2654435761).wrapping_add(1);

@@ -18,7 +18,7 @@ mod x86_packed;
 #[cfg(target_arch = "x86_64")]
 mod x86_ops;
 
-pub use matmul::{matmul, matmul_many, ActCache, Matrix};
+pub use matmul::{matmul, matmul_many, quantize_acts, ActCache, Matrix};
 pub use pool::ThreadPool;
 
 /// A raw pointer that may be shared between the pool's threads, for kernels whose tasks write disjoint parts
