@@ -220,7 +220,7 @@ pub fn matmul_many(pool: &ThreadPool, x: &[f32], jobs: &mut [(&Matrix, &mut [f32
                 let r = r_done;
                 let rows = [w.row(r), w.row(r + 1), w.row(r + 2), w.row(r + 3)];
                 for tt in (0..t0).step_by(4) {
-                    let v = (k.dot_tile4)(w.dtype, rows, [qa.row(tt), qa.row(tt + 1), qa.row(tt + 2), qa.row(tt + 3)], cols);
+                    let v = (k.dot_4x4)(w.dtype, rows, [qa.row(tt), qa.row(tt + 1), qa.row(tt + 2), qa.row(tt + 3)], cols);
                     for (dr, v) in v.into_iter().enumerate() {
                         for (dt, v) in v.into_iter().enumerate() {
                             // SAFETY: as below (rows r..r + 4 lie in r0..r1).
@@ -229,7 +229,7 @@ pub fn matmul_many(pool: &ThreadPool, x: &[f32], jobs: &mut [(&Matrix, &mut [f32
                     }
                 }
                 for t in t0..n {
-                    let v = (k.dot_rows4)(w.dtype, rows, qa.row(t), cols);
+                    let v = (k.dot_4x1)(w.dtype, rows, qa.row(t), cols);
                     for (dr, v) in v.into_iter().enumerate() {
                         // SAFETY: as below (rows r..r + 4 lie in r0..r1).
                         unsafe { *out_ptr.get().add(t * w.rows + r + dr) = v };
@@ -264,7 +264,7 @@ pub fn matmul_many(pool: &ThreadPool, x: &[f32], jobs: &mut [(&Matrix, &mut [f32
             let mut t0 = 0;
             if w.dtype.is_quantized() {
                 while t0 + 4 <= n {
-                    let v = (k.dot_q4)(w.dtype, wr, [qa.row(t0), qa.row(t0 + 1), qa.row(t0 + 2), qa.row(t0 + 3)], cols);
+                    let v = (k.dot_1x4)(w.dtype, wr, [qa.row(t0), qa.row(t0 + 1), qa.row(t0 + 2), qa.row(t0 + 3)], cols);
                     for (dt, v) in v.into_iter().enumerate() {
                         // SAFETY: as below.
                         unsafe { *out_ptr.get().add((t0 + dt) * w.rows + r) = v };
