@@ -1,8 +1,10 @@
-//! Model-agnostic compute: matrix × activations for every weight type, norms, RoPE, softmax, activations.
+//! Model-agnostic compute: matrix × activations for every weight type, attention under a mask, norms, RoPE,
+//! softmax, activations.
 //!
 //! Kernels never name Gemma. Each inner product has a scalar reference (in [`crate::quant`]) and SIMD variants
 //! chosen once at run time by [`isa::Kernels::get`]; tests compare every available variant with the reference.
 
+pub mod attention;
 pub mod bandwidth;
 pub mod dot;
 pub mod matmul;
