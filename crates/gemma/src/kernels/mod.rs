@@ -1,4 +1,5 @@
-//! Model-agnostic compute: matrix × activations for every weight type, norms, RoPE, softmax, activations.
+//! Model-agnostic compute: matrix × activations for every weight type, norms, RoPE, softmax, activations, and
+//! the recurrent mixers' convolution, block-diagonal gates and linear-recurrence scan.
 //!
 //! Kernels never name Gemma. Each inner product has a scalar reference (in [`crate::quant`]) and SIMD variants
 //! chosen once at run time by [`isa::Kernels::get`]; tests compare every available variant with the reference.
@@ -9,6 +10,7 @@ pub mod matmul;
 pub mod ops;
 pub mod packed;
 pub mod pool;
+pub mod recurrence;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 #[cfg(target_arch = "x86_64")]
