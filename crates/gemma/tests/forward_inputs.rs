@@ -144,14 +144,3 @@ fn paligemma_config_is_validated_by_the_one_config_path() {
     let g3 = serde_json::json!({"model_type": "gemma3", "mm_tokens_per_image": 200, "text_config": {"model_type": "gemma3_text"}, "vision_config": {}});
     assert!(config_err(g3).contains("`mm_tokens_per_image`"));
 }
-
-#[test]
-fn models_the_engine_cannot_run_yet_say_so() {
-    let c = config(serde_json::json!({"model_type": "recurrent_gemma", "hidden_size": 64, "num_attention_heads": 4, "num_hidden_layers": 3})).unwrap();
-    let e = Model::new(c, gemma::model::weights::Weights { embed: empty(), layers: vec![], final_norm: vec![], lm_head: None }).err().unwrap();
-    assert!(matches!(e, Error::Unsupported { .. }), "{e:?}");
-}
-
-fn empty() -> gemma::kernels::Matrix {
-    gemma::kernels::Matrix::new(gemma::quant::DType::F32, 0, 0, gemma::formats::Bytes::from_vec(vec![]))
-}
