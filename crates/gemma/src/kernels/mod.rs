@@ -1,5 +1,5 @@
 //! Model-agnostic compute: matrix × activations for every weight type, attention under a mask, norms, RoPE,
-//! softmax, activations.
+//! softmax, activations, and the recurrent mixers' convolution, block-diagonal gates and linear-recurrence scan.
 //!
 //! Kernels never name Gemma. Each inner product has a scalar reference (in [`crate::quant`]) and SIMD variants
 //! chosen once at run time by [`isa::Kernels::get`]; tests compare every available variant with the reference.
@@ -11,6 +11,7 @@ pub mod matmul;
 pub mod ops;
 pub mod packed;
 pub mod pool;
+pub mod recurrence;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 #[cfg(target_arch = "x86_64")]

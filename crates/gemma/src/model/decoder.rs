@@ -12,6 +12,7 @@
 use std::ops::Range;
 
 use super::config::{AttentionScope, Config};
+use super::griffin::{recurrent_block, RecurrentScratch};
 use super::state::{state_layout, LayerState, SeqState};
 use super::weights::{AttentionWeights, LayerWeights, MixerWeights, MlpWeights, Weights};
 use crate::kernels::ops::{
@@ -27,7 +28,8 @@ pub struct Model {
     pub config: Config,
     pub weights: Weights,
     /// `sqrt(d_model)`, rounded to the embedding's stored type as transformers does
-    /// (`torch.tensor(hidden_size**0.5, dtype=embed.dtype)`), f32 for quantized embeddings as llama.cpp does.
+    /// (`torch.tensor(hidden_size**0.5, dtype=embed.dtype)`), f32 for quantized embeddings as llama.cpp does;
+    /// always rounded to bf16 when the config says so (`Config::embed_scale_bf16`, RecurrentGemma).
     pub embed_scale: f32,
     /// The distinct RoPE inverse-frequency tables (rope_dims / 2 each): one or two (local and global layers).
     inv_freqs: Vec<Vec<f32>>,
@@ -115,6 +117,8 @@ pub struct Scratch {
     rope: Vec<f32>,
     /// Per chunk: the range of rows of `logits` it asked for.
     logit_rows: Vec<Range<usize>>,
+    /// The recurrent (Griffin) mixer's buffers.
+    rec: RecurrentScratch,
     /// Rows of the batch whose logits were asked for (kept here so that decoding does not allocate).
     wanted: Vec<usize>,
 }
@@ -147,7 +151,7 @@ impl Scratch {
     }
 }
 
-fn grow(v: &mut Vec<f32>, n: usize) {
+pub(super) fn grow(v: &mut Vec<f32>, n: usize) {
     if v.len() < n {
         v.resize(n, 0.0);
     }
@@ -156,11 +160,6 @@ fn grow(v: &mut Vec<f32>, n: usize) {
 impl Model {
     /// Errors: a layer kind this version cannot run yet ([`Error::Unsupported`]).
     pub fn new(config: Config, weights: Weights) -> Result<Model> {
-        if config.layers.iter().any(|l| l.recurrent().is_some()) {
-            return Err(Error::Unsupported {
-                feature: "RecurrentGemma's recurrent (RG-LRU) blocks".into(),
-            });
-        }
         // One table width for all layers: the RoPE tables are shared by every layer with the same frequencies.
         let rope_dims = config.attention_layers().next().map_or(config.head_dim, |a| a.rotary_dims);
         if config.attention_layers().any(|a| a.rotary_dims != rope_dims) {
@@ -171,6 +170,7 @@ impl Model {
         let embed_scale = {
             let s = (config.d_model as f32).sqrt();
             match weights.embed.dtype {
+                _ if config.embed_scale_bf16 => half::bf16::from_f32(s).to_f32(),
                 DType::BF16 => half::bf16::from_f32(s).to_f32(),
                 DType::F16 => half::f16::from_f32(s).to_f32(),
                 _ => s,
@@ -329,8 +329,16 @@ impl Model {
         norm_rows(&s.x[..t * d], &lw.mixer_norm, eps, &mut s.x_norm[..t * d]);
         match &lw.mixer {
             MixerWeights::Attention(aw) => self.attention_block(pool, l, aw, chunks, t, s),
-            // Model::new refuses configs with recurrent layers until their block lands.
-            MixerWeights::Recurrent(_) => unreachable!("recurrent layers are refused at load"),
+            MixerWeights::Recurrent(rw) => recurrent_block(
+                pool,
+                l,
+                rw,
+                chunks,
+                &s.x_norm[..t * d],
+                &mut s.out[..t * d],
+                &mut s.acts,
+                &mut s.rec,
+            ),
         }
         add_residual(
             &mut s.x[..t * d],
@@ -503,7 +511,7 @@ fn norm_rows(x: &[f32], scale: &[f32], eps: f32, out: &mut [f32]) {
 }
 
 /// `y[r] += b` for every row r.
-fn add_bias(y: &mut [f32], b: &[f32]) {
+pub(super) fn add_bias(y: &mut [f32], b: &[f32]) {
     for r in y.chunks_exact_mut(b.len()) {
         r.iter_mut().zip(b).for_each(|(a, b)| *a += b);
     }

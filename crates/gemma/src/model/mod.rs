@@ -1,8 +1,10 @@
 //! Gemma models: configuration (raw → validated), presets of every released checkpoint, weights as stored,
-//! the one config-driven decoder, per-sequence state, and the architecture summary (`gemma inspect`).
+//! the one config-driven decoder (with Griffin's recurrent mixer beside attention), per-sequence state, and
+//! the architecture summary (`gemma inspect`).
 
 pub mod config;
 pub mod decoder;
+mod griffin;
 pub mod presets;
 pub mod state;
 pub mod summary;

@@ -193,7 +193,14 @@ impl RawConfig {
             sliding_window_pattern: usize_key("sliding_window_pattern")?,
             layer_types,
             layer_types_repeat,
-            partial_rotary_factor: f64_key("partial_rotary_factor")?,
+            // Legacy configs put it at the top level; transformers 5 inside `rope_parameters`.
+            partial_rotary_factor: match f64_key("partial_rotary_factor")? {
+                Some(f) => Some(f),
+                None => match c.get("rope_parameters").filter(|p| p.is_object()) {
+                    Some(p) => Keys { v: p, path, prefix: "rope_parameters." }.f64("partial_rotary_factor")?,
+                    None => None,
+                },
+            },
             lru_width: usize_key("lru_width")?,
             conv1d_width: usize_key("conv1d_width")?,
             rope_global,

@@ -149,8 +149,12 @@ pub struct Config {
     pub query_scale: f32,
     /// Attention scores are soft-capped `c·tanh(s/c)` before the mask (Gemma 2).
     pub attn_softcap: Option<f32>,
-    /// Output logits are soft-capped (Gemma 2).
+    /// Output logits are soft-capped (Gemma 2, RecurrentGemma).
     pub final_softcap: Option<f32>,
+    /// The embedding multiplier `sqrt(d_model)` is rounded to bf16 whatever type the weights are stored in
+    /// (RecurrentGemma: transformers keeps it in a bf16 buffer, `normalizer`, as Google's code does, so the 2B
+    /// multiplies by 50.5, not 50.596). Otherwise it is rounded to the embedding's stored type (Gemma 1-3).
+    pub embed_scale_bf16: bool,
     /// RMSNorm on each query and key head before RoPE (Gemma 3).
     pub qk_norm: bool,
     /// Norms after attention and after the MLP too, not only before ("sandwich", Gemma 2/3).
@@ -336,6 +340,9 @@ fn defaults(f: Family) -> Defaults {
         // transformers' `RecurrentGemmaConfig`: intermediate 3 x 2560, head_dim = hidden / heads, KV heads =
         // heads, window 2048 (`attention_window_size`), logits capped at 30 (`logits_soft_cap`). It has no
         // trained context key; 8192 is the sequence length of its training (RecurrentGemma report, sec. 2).
+        // The window is applied as transformers' sliding-window mask does (the current key and 2047 earlier
+        // ones, like every `AttentionScope::Local`); Google's `recurrentgemma` code keeps one more (q - k <=
+        // 2048), so the two disagree from position 2048 on. We follow transformers, the reference we test.
         Family::RecurrentGemma => Defaults {
             vocab_size: 256000,
             hidden_size: 2560,
@@ -578,6 +585,7 @@ impl Config {
             query_scale: (query_pre_attn_scalar.powf(-0.5)) as f32,
             attn_softcap,
             final_softcap,
+            embed_scale_bf16: is_recurrent,
             qk_norm: family == Family::Gemma3,
             sandwich_norms: matches!(family, Family::Gemma2 | Family::Gemma3),
             layers,
