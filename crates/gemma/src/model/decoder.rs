@@ -158,7 +158,7 @@ pub(super) fn grow(v: &mut Vec<f32>, n: usize) {
 }
 
 impl Model {
-    /// Errors: a layer kind this version cannot run yet ([`Error::Unsupported`]).
+    /// Errors: a config the decoder cannot run ([`Error::Unsupported`]: rotary widths that differ per layer).
     pub fn new(config: Config, weights: Weights) -> Result<Model> {
         // One table width for all layers: the RoPE tables are shared by every layer with the same frequencies.
         let rope_dims = config.attention_layers().next().map_or(config.head_dim, |a| a.rotary_dims);
