@@ -144,3 +144,36 @@ fn paligemma_config_is_validated_by_the_one_config_path() {
     let g3 = serde_json::json!({"model_type": "gemma3", "mm_tokens_per_image": 200, "text_config": {"model_type": "gemma3_text"}, "vision_config": {}});
     assert!(config_err(g3).contains("`mm_tokens_per_image`"));
 }
+
+/// Bidirectional spans reach the attention kernel: a span lets earlier positions see later ones (their logits
+/// change), a one-position span is exactly causal, and the answer does not depend on how the positions after
+/// the span are chunked (the span itself must lie inside one chunk).
+#[test]
+fn bidirectional_spans_are_honoured_on_every_path() {
+    let m = tiny("gemma3");
+    let (pool, mut s) = (ThreadPool::new(2), Scratch::new());
+    let v = m.config.vocab_size;
+    let ids: Vec<u32> = (0..14).map(|i| 2 + (i * 37) % 500).collect();
+    let run = |spans: &[std::ops::Range<usize>], cuts: &[usize], s: &mut Scratch| -> Vec<f32> {
+        let mut st = m.new_state(32);
+        let mut out = Vec::new();
+        let mut at = 0;
+        for (k, &n) in cuts.iter().enumerate() {
+            let mut ch = Chunk::new(&ids[at..at + n], &mut st, LogitsWanted::All);
+            if k == 0 {
+                ch.bidirectional = spans;
+            }
+            m.forward(&pool, &mut [ch], s).unwrap();
+            out.extend_from_slice(s.logits(0, v));
+            at += n;
+        }
+        out
+    };
+    let causal = run(&[], &[14], &mut s);
+    let prefix = run(&[0..6], &[14], &mut s);
+    assert_ne!(causal[..v], prefix[..v], "position 0 sees the span's later positions");
+    assert_eq!(run(&[3..4], &[14], &mut s), causal, "a one-position span is causal");
+    for cuts in [&[6, 8][..], &[6, 1, 1, 6], &[7, 3, 4]] {
+        assert_eq!(run(&[0..6], cuts, &mut s), prefix, "{cuts:?}");
+    }
+}

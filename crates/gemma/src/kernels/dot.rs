@@ -18,11 +18,12 @@ pub struct Kernels {
     /// A block-quantized weight row × a row of activations in `dtype.act_format()`; `n` elements.
     pub dot_q: fn(DType, &[u8], &[u8], usize) -> f32,
     /// One weight row × four activation rows (prompt processing: each weight block is unpacked once).
-    pub dot_q4: fn(DType, &[u8], [&[u8]; 4], usize) -> [f32; 4],
+    /// The `dot_RxT` names count weight rows × activation rows (tokens).
+    pub dot_1x4: fn(DType, &[u8], [&[u8]; 4], usize) -> [f32; 4],
     /// Four weight rows × one activation row (decode: four independent weight streams, activations loaded once).
-    pub dot_rows4: fn(DType, [&[u8]; 4], &[u8], usize) -> [f32; 4],
+    pub dot_4x1: fn(DType, [&[u8]; 4], &[u8], usize) -> [f32; 4],
     /// Four weight rows × four activation rows (prompt processing): `[row][token]`.
-    pub dot_tile4: fn(DType, [&[u8]; 4], [&[u8]; 4], usize) -> [[f32; 4]; 4],
+    pub dot_4x4: fn(DType, [&[u8]; 4], [&[u8]; 4], usize) -> [[f32; 4]; 4],
     /// Four bf16/f16 weight rows × four f32 activation rows (prompt processing), `[row][token]`; None: one
     /// row × one token at a time.
     pub float_tile4: Option<fn(DType, [&[u8]; 4], [&[f32]; 4]) -> [[f32; 4]; 4]>,
@@ -36,50 +37,70 @@ pub struct Kernels {
     pub packed_tile4: Option<fn(DType, &[u8], [&[u8]; 4], usize) -> [[f32; 16]; 4]>,
 }
 
-fn scalar_dot_rows4(dtype: DType, w: [&[u8]; 4], a: &[u8], n: usize) -> [f32; 4] {
-    w.map(|w| quant::vec_dot(dtype, w, a, n))
-}
-
-fn scalar_dot_tile4(dtype: DType, w: [&[u8]; 4], a: [&[u8]; 4], n: usize) -> [[f32; 4]; 4] {
-    w.map(|w| scalar_dot_q4(dtype, w, a, n))
-}
-
-fn scalar_dot_q4(dtype: DType, w: &[u8], a: [&[u8]; 4], n: usize) -> [f32; 4] {
+fn scalar_dot_1x4(dtype: DType, w: &[u8], a: [&[u8]; 4], n: usize) -> [f32; 4] {
     a.map(|a| quant::vec_dot(dtype, w, a, n))
 }
 
-static SCALAR: Kernels = Kernels { name: "scalar", dot_f32: scalar::dot_f32, dot_bf16: scalar::dot_bf16, dot_f16: scalar::dot_f16, dot_q: quant::vec_dot, dot_q4: scalar_dot_q4, dot_rows4: scalar_dot_rows4, dot_tile4: scalar_dot_tile4, float_tile4: None, packed_types: &[], packed_tile1: None, packed_tile4: None };
+fn scalar_dot_4x1(dtype: DType, w: [&[u8]; 4], a: &[u8], n: usize) -> [f32; 4] {
+    w.map(|w| quant::vec_dot(dtype, w, a, n))
+}
 
-#[cfg(target_arch = "x86_64")]
-static AVX2: Kernels = Kernels {
-    name: "avx2",
-    dot_f32: super::x86::avx2::dot_f32,
-    dot_bf16: super::x86::avx2::dot_bf16,
-    dot_f16: super::x86::avx2::dot_f16,
-    dot_q: super::x86::avx2::dot_q,
-    dot_q4: super::x86::avx2::dot_q4,
-    dot_rows4: super::x86::avx2::dot_rows4,
-    dot_tile4: super::x86::avx2::dot_tile4,
-    float_tile4: Some(super::x86::avx2::float_tile4),
-    packed_types: &[DType::Q8_0, DType::Q4_0, DType::Q5_0],
-    packed_tile1: Some(super::x86_packed::avx2::tile1),
-    packed_tile4: Some(super::x86_packed::avx2::tile4),
+fn scalar_dot_4x4(dtype: DType, w: [&[u8]; 4], a: [&[u8]; 4], n: usize) -> [[f32; 4]; 4] {
+    w.map(|w| scalar_dot_1x4(dtype, w, a, n))
+}
+
+static SCALAR: Kernels = Kernels {
+    name: "scalar",
+    dot_f32: scalar::dot_f32,
+    dot_bf16: scalar::dot_bf16,
+    dot_f16: scalar::dot_f16,
+    dot_q: quant::vec_dot,
+    dot_1x4: scalar_dot_1x4,
+    dot_4x1: scalar_dot_4x1,
+    dot_4x4: scalar_dot_4x4,
+    float_tile4: None,
+    packed_types: &[],
+    packed_tile1: None,
+    packed_tile4: None,
 };
 
 #[cfg(target_arch = "x86_64")]
-static AVX512: Kernels = Kernels {
-    name: "avx512",
-    dot_f32: super::x86::avx512::dot_f32,
-    dot_bf16: super::x86::avx512::dot_bf16,
-    dot_f16: super::x86::avx2::dot_f16,
-    dot_q: super::x86::avx512::dot_q,
-    dot_q4: super::x86::avx512::dot_q4,
-    dot_rows4: super::x86::avx512::dot_rows4,
-    dot_tile4: super::x86::avx512::dot_tile4,
-    float_tile4: Some(super::x86::avx512::float_tile4),
-    packed_types: &[DType::Q8_0, DType::Q4_0, DType::Q5_0, DType::Q4_K, DType::Q6_K],
-    packed_tile1: Some(super::x86_packed::avx512::tile1),
-    packed_tile4: Some(super::x86_packed::avx512::tile4),
+static AVX2: Kernels = {
+    use super::{x86::avx2 as float, x86_packed::avx2 as packed, x86_quant::avx2 as q};
+    Kernels {
+        name: "avx2",
+        dot_f32: float::dot_f32,
+        dot_bf16: float::dot_bf16,
+        dot_f16: float::dot_f16,
+        dot_q: q::dot_q,
+        dot_1x4: q::dot_1x4,
+        dot_4x1: q::dot_4x1,
+        dot_4x4: q::dot_4x4,
+        float_tile4: Some(float::float_tile4),
+        packed_types: &[DType::Q8_0, DType::Q4_0, DType::Q5_0],
+        packed_tile1: Some(packed::tile1),
+        packed_tile4: Some(packed::tile4),
+    }
+};
+
+#[cfg(target_arch = "x86_64")]
+static AVX512: Kernels = {
+    use super::{x86::avx512 as float, x86_packed::avx512 as packed, x86_quant::vnni as q};
+    Kernels {
+        name: "avx512",
+        dot_f32: float::dot_f32,
+        dot_bf16: float::dot_bf16,
+        // No AVX-512 variant: the AVX2 one.
+        dot_f16: super::x86::avx2::dot_f16,
+        dot_q: q::dot_q,
+        dot_1x4: q::dot_1x4,
+        dot_4x1: q::dot_4x1,
+        dot_4x4: q::dot_4x4,
+        float_tile4: Some(float::float_tile4),
+        packed_types: &[DType::Q8_0, DType::Q4_0, DType::Q5_0, DType::Q4_K, DType::Q6_K],
+        packed_tile1: Some(packed::tile1),
+        packed_tile4: Some(packed::tile4),
+    }
 };
 
 impl Kernels {
@@ -168,7 +189,8 @@ pub mod scalar {
 pub(crate) mod tests {
     //! Every available variant against the scalar reference, on lengths that exercise the vector tails.
     use super::*;
-    use crate::quant::{quantize_acts, ActFormat, QuantizedActs};
+    use crate::kernels::quantize_acts;
+    use crate::quant::{ActFormat, QuantizedActs};
 
     fn data(n: usize, seed: u32) -> Vec<f32> {
         let mut s = seed.wrapping_mul(2654435761).wrapping_add(1);
@@ -274,17 +296,17 @@ pub(crate) mod tests {
                     let got = (k.dot_q)(dtype, &w, xq.row(0), n);
                     // Exact integer sums per block; only the order of the f32 block sums differs.
                     assert!((got - want).abs() <= 1e-5 * scale + 1e-6, "{} {dtype} n={n}: {got} vs {want}", k.name);
-                    // The four-row variant, with the same row in one lane and others around it.
+                    // dot_1x4: this activation row in two lanes, another in the other two.
                     let other = {
                         let mut q = QuantizedActs::new();
                         quantize_acts(dtype.act_format(), &data(n, 9), n, &mut q);
                         q
                     };
-                    let four = (k.dot_q4)(dtype, &w, [other.row(0), xq.row(0), other.row(0), xq.row(0)], n);
-                    assert!((four[1] - want).abs() <= 1e-5 * scale + 1e-6 && four[1] == four[3], "{} {dtype} x4", k.name);
+                    let four = (k.dot_1x4)(dtype, &w, [other.row(0), xq.row(0), other.row(0), xq.row(0)], n);
+                    assert!((four[1] - want).abs() <= 1e-5 * scale + 1e-6 && four[1] == four[3], "{} {dtype} 1x4", k.name);
                     assert_eq!(four[0], four[2]);
-                    assert!((four[0] - crate::quant::vec_dot(dtype, &w, other.row(0), n)).abs() <= 1e-5 * scale + 1e-3, "{} {dtype} x4", k.name);
-                    // The four-row variant: this row among three others, in every position.
+                    assert!((four[0] - crate::quant::vec_dot(dtype, &w, other.row(0), n)).abs() <= 1e-5 * scale + 1e-3, "{} {dtype} 1x4", k.name);
+                    // dot_4x1: this weight row among three others, in every position.
                     let others: Vec<Vec<u8>> = (0..3).map(|j| random_blocks(dtype, n, 100 + j)).collect();
                     let want_o: Vec<f32> = others.iter().map(|o| crate::quant::vec_dot(dtype, o, xq.row(0), n)).collect();
                     for pos in 0..4 {
@@ -292,18 +314,18 @@ pub(crate) mod tests {
                         let mut wants = [want_o[0], want_o[1], want_o[2], want_o[2]];
                         rows[pos] = &w;
                         wants[pos] = want;
-                        let got = (k.dot_rows4)(dtype, rows, xq.row(0), n);
+                        let got = (k.dot_4x1)(dtype, rows, xq.row(0), n);
                         for r in 0..4 {
                             // Scales of the other rows are of the same size, so `scale` bounds them too (loosely).
-                            assert!((got[r] - wants[r]).abs() <= 1e-5 * scale + 1e-3, "{} {dtype} rows4 pos={pos} r={r}: {} vs {}", k.name, got[r], wants[r]);
+                            assert!((got[r] - wants[r]).abs() <= 1e-5 * scale + 1e-3, "{} {dtype} 4x1 pos={pos} r={r}: {} vs {}", k.name, got[r], wants[r]);
                         }
-                        assert_eq!(got[pos], (k.dot_q)(dtype, &w, xq.row(0), n), "{} {dtype} rows4 matches dot_q exactly", k.name);
-                        // The 4x4 tile: the same rows × (this activation row among others), exactly the four-token kernel.
+                        assert_eq!(got[pos], (k.dot_q)(dtype, &w, xq.row(0), n), "{} {dtype} 4x1 matches dot_q exactly", k.name);
+                        // dot_4x4: the same rows × (this activation row among others), exactly dot_1x4 row by row.
                         let acts = [other.row(0), xq.row(0), other.row(0), xq.row(0)];
-                        let tile = (k.dot_tile4)(dtype, rows, acts, n);
+                        let tile = (k.dot_4x4)(dtype, rows, acts, n);
                         for r in 0..4 {
-                            assert_eq!(tile[r], (k.dot_q4)(dtype, rows[r], acts, n), "{} {dtype} tile4 pos={pos} r={r}", k.name);
-                            assert!((tile[r][1] - wants[r]).abs() <= 1e-5 * scale + 1e-3, "{} {dtype} tile4 vs reference", k.name);
+                            assert_eq!(tile[r], (k.dot_1x4)(dtype, rows[r], acts, n), "{} {dtype} 4x4 pos={pos} r={r}", k.name);
+                            assert!((tile[r][1] - wants[r]).abs() <= 1e-5 * scale + 1e-3, "{} {dtype} 4x4 vs reference", k.name);
                         }
                     }
                 }

@@ -8,8 +8,8 @@ use super::dot::Kernels;
 use super::packed::{self, PackedActs};
 use super::{SyncPtr, ThreadPool};
 use crate::formats::Bytes;
-use crate::quant::{quantize_acts, ActFormat, DType, QuantizedActs};
-
+use super::ops::Ops;
+use crate::quant::{ActFormat, DType, QuantizedActs};
 
 /// A 2-D weight, `rows × cols`, each row `dtype.row_bytes(cols)` bytes: row-major as stored, or, for the
 /// legacy block types when the kernels want it, 16 rows interleaved ([`packed`]; same bytes, re-laid).
@@ -114,7 +114,7 @@ fn rows_per_task(rows: usize, n_threads: usize) -> usize {
 /// Activations quantized once per format, shared by every matrix of a call that reads the same input.
 #[derive(Default)]
 pub struct ActCache {
-    /// Indexed by `ActFormat as usize`; only the quantized formats are used.
+    /// One per format, indexed by [`slot`]; only the quantized formats are used.
     slots: [QuantizedActs; 4],
     /// The Q8_0 slot re-laid for packed weights.
     packed: PackedActs,
@@ -126,6 +126,32 @@ fn slot(f: ActFormat) -> usize {
         ActFormat::Q8_0 => 1,
         ActFormat::Q8_1 => 2,
         ActFormat::Q8_K => 3,
+    }
+}
+
+/// Quantize `x` (`n_rows` × `n`, row-major) into `out`, through the run-time chosen [`Ops`] variant
+/// (byte-identical to the scalar references `crate::quant::quantize_row_q8_0` etc.). `n` must be a multiple of
+/// the format's block length.
+pub fn quantize_acts(format: ActFormat, x: &[f32], n: usize, out: &mut QuantizedActs) {
+    debug_assert!(n % format.block_len() == 0 && x.len() % n == 0);
+    let n_rows = x.len() / n;
+    out.format = format;
+    out.n = n;
+    out.n_rows = n_rows;
+    let rb = format.row_bytes(n);
+    out.data.resize(n_rows * rb, 0);
+    let ops = Ops::get();
+    for (src, dst) in x.chunks_exact(n).zip(out.data.chunks_exact_mut(rb)) {
+        match format {
+            ActFormat::F32 => {
+                for (v, d) in src.iter().zip(dst.chunks_exact_mut(4)) {
+                    d.copy_from_slice(&v.to_le_bytes());
+                }
+            }
+            ActFormat::Q8_0 => (ops.quantize_q8_0)(src, dst),
+            ActFormat::Q8_1 => (ops.quantize_q8_1)(src, dst),
+            ActFormat::Q8_K => (ops.quantize_q8_k)(src, dst),
+        }
     }
 }
 
@@ -194,7 +220,7 @@ pub fn matmul_many(pool: &ThreadPool, x: &[f32], jobs: &mut [(&Matrix, &mut [f32
                 let r = r_done;
                 let rows = [w.row(r), w.row(r + 1), w.row(r + 2), w.row(r + 3)];
                 for tt in (0..t0).step_by(4) {
-                    let v = (k.dot_tile4)(w.dtype, rows, [qa.row(tt), qa.row(tt + 1), qa.row(tt + 2), qa.row(tt + 3)], cols);
+                    let v = (k.dot_4x4)(w.dtype, rows, [qa.row(tt), qa.row(tt + 1), qa.row(tt + 2), qa.row(tt + 3)], cols);
                     for (dr, v) in v.into_iter().enumerate() {
                         for (dt, v) in v.into_iter().enumerate() {
                             // SAFETY: as below (rows r..r + 4 lie in r0..r1).
@@ -203,7 +229,7 @@ pub fn matmul_many(pool: &ThreadPool, x: &[f32], jobs: &mut [(&Matrix, &mut [f32
                     }
                 }
                 for t in t0..n {
-                    let v = (k.dot_rows4)(w.dtype, rows, qa.row(t), cols);
+                    let v = (k.dot_4x1)(w.dtype, rows, qa.row(t), cols);
                     for (dr, v) in v.into_iter().enumerate() {
                         // SAFETY: as below (rows r..r + 4 lie in r0..r1).
                         unsafe { *out_ptr.get().add(t * w.rows + r + dr) = v };
@@ -238,7 +264,7 @@ pub fn matmul_many(pool: &ThreadPool, x: &[f32], jobs: &mut [(&Matrix, &mut [f32
             let mut t0 = 0;
             if w.dtype.is_quantized() {
                 while t0 + 4 <= n {
-                    let v = (k.dot_q4)(w.dtype, wr, [qa.row(t0), qa.row(t0 + 1), qa.row(t0 + 2), qa.row(t0 + 3)], cols);
+                    let v = (k.dot_1x4)(w.dtype, wr, [qa.row(t0), qa.row(t0 + 1), qa.row(t0 + 2), qa.row(t0 + 3)], cols);
                     for (dt, v) in v.into_iter().enumerate() {
                         // SAFETY: as below.
                         unsafe { *out_ptr.get().add((t0 + dt) * w.rows + r) = v };

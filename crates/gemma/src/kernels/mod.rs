@@ -1,9 +1,10 @@
-//! Model-agnostic compute: matrix × activations for every weight type, norms, RoPE, softmax, activations, and
-//! the recurrent mixers' convolution, block-diagonal gates and linear-recurrence scan.
+//! Model-agnostic compute: matrix × activations for every weight type, attention under a mask, norms, RoPE,
+//! softmax, activations, and the recurrent mixers' convolution, block-diagonal gates and linear-recurrence scan.
 //!
 //! Kernels never name Gemma. Each inner product has a scalar reference (in [`crate::quant`]) and SIMD variants
 //! chosen once at run time by [`isa::Kernels::get`]; tests compare every available variant with the reference.
 
+pub mod attention;
 pub mod bandwidth;
 pub mod dot;
 pub mod matmul;
@@ -20,7 +21,7 @@ mod x86_packed;
 #[cfg(target_arch = "x86_64")]
 mod x86_ops;
 
-pub use matmul::{matmul, matmul_many, ActCache, Matrix};
+pub use matmul::{matmul, matmul_many, quantize_acts, ActCache, Matrix};
 pub use pool::ThreadPool;
 
 /// A raw pointer that may be shared between the pool's threads, for kernels whose tasks write disjoint parts

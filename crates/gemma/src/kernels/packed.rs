@@ -436,7 +436,7 @@ pub fn tile_scalar<const N: usize>(dtype: DType, w: &[u8], a: [&[u8]; N], nb: us
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::quant::quantize_acts;
+    use crate::kernels::quantize_acts;
 
     /// `rows` rows of random blocks with small finite scales (rows are back to back, so this is one long row).
     pub(crate) fn random_matrix(dtype: DType, rows: usize, cols: usize, seed: u32) -> Vec<u8> {

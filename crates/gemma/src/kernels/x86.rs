@@ -1,4 +1,6 @@
-//! x86-64 variants of the inner products: AVX2 + FMA (+ F16C), and AVX-512 (F, BW, VL, VNNI).
+//! x86-64 variants of the float inner products (f32, bf16 and f16 weights × f32 activations): AVX2 + FMA
+//! (+ F16C), and AVX-512 (F, BW, VL, VNNI). Block-quantized weights are in `x86_quant.rs` and `x86_packed.rs`;
+//! `detected()` here decides for all three.
 //!
 //! Each public function here is a safe wrapper around a `#[target_feature]` function; the wrappers are only
 //! reachable through the tables in [`super::dot`], which are handed out only after run-time detection of the
@@ -28,25 +30,6 @@ pub mod avx2 {
     pub fn dot_f16(w: &[u8], x: &[f32]) -> f32 {
         // SAFETY: as above.
         unsafe { dot_f16_impl(w, x) }
-    }
-    pub fn dot_q(dtype: DType, w: &[u8], a: &[u8], n: usize) -> f32 {
-        // SAFETY: only reachable after `detected()` (see the module comment).
-        match unsafe { super::super::x86_quant::avx2::dot_n(dtype, w, [a], n) } {
-            Some([v]) => v,
-            None => quant::vec_dot(dtype, w, a, n),
-        }
-    }
-    pub fn dot_q4(dtype: DType, w: &[u8], a: [&[u8]; 4], n: usize) -> [f32; 4] {
-        // SAFETY: as above.
-        unsafe { super::super::x86_quant::avx2::dot_n(dtype, w, a, n) }.unwrap_or_else(|| a.map(|a| quant::vec_dot(dtype, w, a, n)))
-    }
-    pub fn dot_rows4(dtype: DType, w: [&[u8]; 4], a: &[u8], n: usize) -> [f32; 4] {
-        // SAFETY: as above.
-        unsafe { super::super::x86_quant::avx2::dot_tile(dtype, w, [a], n) }.map(|v| v.map(|[x]| x)).unwrap_or_else(|| w.map(|w| dot_q(dtype, w, a, n)))
-    }
-    pub fn dot_tile4(dtype: DType, w: [&[u8]; 4], a: [&[u8]; 4], n: usize) -> [[f32; 4]; 4] {
-        // SAFETY: as above.
-        unsafe { super::super::x86_quant::avx2::dot_tile(dtype, w, a, n) }.unwrap_or_else(|| w.map(|w| dot_q4(dtype, w, a, n)))
     }
 
     #[target_feature(enable = "avx2,fma")]
@@ -187,7 +170,6 @@ pub mod avx2 {
         }
         r
     }
-
 }
 
 // ---------------------------------------------------------------- AVX-512 (F, BW, VL, VNNI)
@@ -210,25 +192,6 @@ pub mod avx512 {
     pub fn dot_bf16(w: &[u8], x: &[f32]) -> f32 {
         // SAFETY: as above.
         unsafe { dot_bf16_impl(w, x) }
-    }
-    pub fn dot_q(dtype: DType, w: &[u8], a: &[u8], n: usize) -> f32 {
-        // SAFETY: only reachable after `detected()` (see the module comment).
-        match unsafe { super::super::x86_quant::vnni::dot_n(dtype, w, [a], n) } {
-            Some([v]) => v,
-            None => quant::vec_dot(dtype, w, a, n),
-        }
-    }
-    pub fn dot_q4(dtype: DType, w: &[u8], a: [&[u8]; 4], n: usize) -> [f32; 4] {
-        // SAFETY: as above.
-        unsafe { super::super::x86_quant::vnni::dot_n(dtype, w, a, n) }.unwrap_or_else(|| a.map(|a| quant::vec_dot(dtype, w, a, n)))
-    }
-    pub fn dot_rows4(dtype: DType, w: [&[u8]; 4], a: &[u8], n: usize) -> [f32; 4] {
-        // SAFETY: as above.
-        unsafe { super::super::x86_quant::vnni::dot_tile(dtype, w, [a], n) }.map(|v| v.map(|[x]| x)).unwrap_or_else(|| w.map(|w| dot_q(dtype, w, a, n)))
-    }
-    pub fn dot_tile4(dtype: DType, w: [&[u8]; 4], a: [&[u8]; 4], n: usize) -> [[f32; 4]; 4] {
-        // SAFETY: as above.
-        unsafe { super::super::x86_quant::vnni::dot_tile(dtype, w, a, n) }.unwrap_or_else(|| w.map(|w| dot_q4(dtype, w, a, n)))
     }
 
     /// Four bf16 or f16 weight rows × four f32 activation rows (prompt processing): each 16-value weight

@@ -4,10 +4,13 @@
 //! One algorithm per type, written once in a macro and instantiated twice: with AVX2 `maddubs` and with
 //! AVX-512 VNNI `vpdpbusd` (256-bit, AVX512VL) for the unsigned × signed byte products. The integer sums are
 //! exact, so results equal the scalar reference in `crate::quant` up to float summation order.
-//! As in `x86.rs`, the safe wrappers are reachable only through tables chosen after feature detection.
+//! Each module's safe entry points (`dot_q`, `dot_1x4`, `dot_4x1`, `dot_4x4`: weight rows × activation rows)
+//! are reachable only through the tables of [`super::dot`], which hand them out after detecting the features
+//! (`x86::avx2::detected`, `x86::avx512::detected`); that is what makes their inner `unsafe` calls sound.
 
 use std::arch::x86_64::*;
 
+use crate::quant::{self, DType};
 
 /// The 6-bit scales and mins of Q4_K/Q5_K, packed in 12 bytes.
 #[inline]
@@ -29,6 +32,30 @@ macro_rules! quant_kernels {
     ($name:ident, $features:literal, |$u:ident, $s:ident| $dot_u8_i8:expr) => {
         pub mod $name {
             use super::*;
+
+            /// One weight row × one activation row.
+            pub fn dot_q(dtype: DType, w: &[u8], a: &[u8], n: usize) -> f32 {
+                // SAFETY: only reachable after detection (see the module comment); each kernel asserts its bounds.
+                match unsafe { dot_n(dtype, w, [a], n) } {
+                    Some([v]) => v,
+                    None => quant::vec_dot(dtype, w, a, n),
+                }
+            }
+            /// One weight row × four activation rows.
+            pub fn dot_1x4(dtype: DType, w: &[u8], a: [&[u8]; 4], n: usize) -> [f32; 4] {
+                // SAFETY: as above.
+                unsafe { dot_n(dtype, w, a, n) }.unwrap_or_else(|| a.map(|a| quant::vec_dot(dtype, w, a, n)))
+            }
+            /// Four weight rows × one activation row.
+            pub fn dot_4x1(dtype: DType, w: [&[u8]; 4], a: &[u8], n: usize) -> [f32; 4] {
+                // SAFETY: as above.
+                unsafe { dot_tile(dtype, w, [a], n) }.map(|v| v.map(|[x]| x)).unwrap_or_else(|| w.map(|w| dot_q(dtype, w, a, n)))
+            }
+            /// Four weight rows × four activation rows, `[row][token]`.
+            pub fn dot_4x4(dtype: DType, w: [&[u8]; 4], a: [&[u8]; 4], n: usize) -> [[f32; 4]; 4] {
+                // SAFETY: as above.
+                unsafe { dot_tile(dtype, w, a, n) }.unwrap_or_else(|| w.map(|w| dot_1x4(dtype, w, a, n)))
+            }
 
             /// Σ of 32 unsigned × signed byte products, in 8 i32 lanes (4 consecutive products per lane).
             #[target_feature(enable = $features)]
@@ -121,7 +148,7 @@ macro_rules! quant_kernels {
             /// Q4_K × Q8_K: `{f16 d, dmin; u8 scales[12]; u8 qs[128]}`; x = d·sc·q - dmin·m per 32-value sub-block.
             /// The mins meet the activation's precomputed sums of 16 values.
             #[target_feature(enable = $features)]
-            pub unsafe fn dot_q4_k<const N: usize>(w: &[u8], a: [&[u8]; N], nb: usize) -> [f32; N] {
+            unsafe fn dot_q4_k<const N: usize>(w: &[u8], a: [&[u8]; N], nb: usize) -> [f32; N] {
                 assert!(w.len() >= nb * 144 && a.iter().all(|a| a.len() >= nb * 292));
                 let mut acc = [0f32; N];
                 for i in 0..nb {
@@ -154,7 +181,7 @@ macro_rules! quant_kernels {
             /// Q6_K × Q8_K: `{u8 ql[128]; u8 qh[64]; i8 scales[16]; f16 d}`; x = d·sc·(q - 32), q of 6 bits.
             /// The -32 is taken through the activation sums: Σ sc·(q - 32)·y = Σ sc·q·y - 32·Σ sc·bsum.
             #[target_feature(enable = $features)]
-            pub unsafe fn dot_q6_k<const N: usize>(w: &[u8], a: [&[u8]; N], nb: usize) -> [f32; N] {
+            unsafe fn dot_q6_k<const N: usize>(w: &[u8], a: [&[u8]; N], nb: usize) -> [f32; N] {
                 assert!(w.len() >= nb * 210 && a.iter().all(|a| a.len() >= nb * 292));
                 let mut acc = [0f32; N];
                 let m4 = _mm256_set1_epi8(0x0F);
@@ -251,8 +278,7 @@ macro_rules! quant_kernels {
             ///
             /// # Safety
             /// The CPU must have this module's features (the caller checked them at run time).
-            pub unsafe fn dot_tile<const R: usize, const N: usize>(dtype: crate::quant::DType, w: [&[u8]; R], a: [&[u8]; N], n: usize) -> Option<[[f32; N]; R]> {
-                use crate::quant::DType;
+            unsafe fn dot_tile<const R: usize, const N: usize>(dtype: DType, w: [&[u8]; R], a: [&[u8]; N], n: usize) -> Option<[[f32; N]; R]> {
                 Some(match dtype {
                     DType::Q8_0 => tile_legacy::<R, N, 0>(w, a, n / 32),
                     DType::Q4_0 => tile_legacy::<R, N, 1>(w, a, n / 32),
@@ -265,8 +291,7 @@ macro_rules! quant_kernels {
             ///
             /// # Safety
             /// The CPU must have this module's features (the caller checked them at run time).
-            pub unsafe fn dot_n<const N: usize>(dtype: crate::quant::DType, w: &[u8], a: [&[u8]; N], n: usize) -> Option<[f32; N]> {
-                use crate::quant::DType;
+            unsafe fn dot_n<const N: usize>(dtype: DType, w: &[u8], a: [&[u8]; N], n: usize) -> Option<[f32; N]> {
                 // Each kernel asserts that its slices hold `n` elements' worth of blocks.
                 {
                     Some(match dtype {

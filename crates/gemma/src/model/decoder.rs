@@ -11,14 +11,15 @@
 
 use std::ops::Range;
 
-use super::config::Config;
+use super::config::{AttentionScope, Config};
 use super::griffin::{recurrent_block, RecurrentScratch};
-use super::state::{state_layout, KvLayer, LayerState, SeqState};
+use super::state::{state_layout, LayerState, SeqState};
 use super::weights::{AttentionWeights, LayerWeights, MixerWeights, MlpWeights, Weights};
 use crate::kernels::ops::{
     geglu, rms_norm, rms_norm_inplace, rope_apply_cs, rope_cos_sin, rope_inv_freq, softcap,
 };
-use crate::kernels::{matmul, matmul_many, ActCache, SyncPtr, ThreadPool};
+use crate::kernels::attention::{attend, Heads, Mask};
+use crate::kernels::{matmul, matmul_many, ActCache, ThreadPool};
 use crate::quant::DType;
 use crate::{Error, Result};
 
@@ -157,7 +158,7 @@ pub(super) fn grow(v: &mut Vec<f32>, n: usize) {
 }
 
 impl Model {
-    /// Errors: a layer kind this version cannot run yet ([`Error::Unsupported`]).
+    /// Errors: a config the decoder cannot run ([`Error::Unsupported`]: rotary widths that differ per layer).
     pub fn new(config: Config, weights: Weights) -> Result<Model> {
         // One table width for all layers: the RoPE tables are shared by every layer with the same frequencies.
         let rope_dims = config.attention_layers().next().map_or(config.head_dim, |a| a.rotary_dims);
@@ -398,6 +399,7 @@ impl Model {
                 .chunks_exact_mut(hd)
                 .for_each(|h| rope_apply_cs(&mut h[..rd], cs));
         }
+        let (heads, scope) = (self.heads(), self.config.layers[l].attention().expect("an attention layer").scope);
         let mut row = 0;
         for ch in chunks.iter_mut() {
             let (n, p0) = (ch.n(), ch.state.pos);
@@ -412,13 +414,11 @@ impl Model {
                 kv.v[slot * kvd..(slot + 1) * kvd]
                     .copy_from_slice(&v[(row + i) * kvd..(row + i + 1) * kvd]);
             }
-            self.attend(
-                pool,
-                kv,
-                p0,
-                &q[row * qd..(row + n) * qd],
-                &mut att[row * qd..(row + n) * qd],
-            );
+            // The chunk's bidirectional spans in absolute positions (no allocation when there are none).
+            let spans: Vec<Range<usize>> = ch.bidirectional.iter().map(|r| p0 + r.start..p0 + r.end).collect();
+            let (view, mask) = (kv.view(p0 + n), layer_mask(scope, &spans));
+            let (q, att) = (&q[row * qd..(row + n) * qd], &mut att[row * qd..(row + n) * qd]);
+            attend(pool, &heads, q, p0, &view, &mask, att);
             row += n;
         }
         let out = &mut s.out[..t * d];
@@ -494,109 +494,11 @@ impl Model {
         s.wanted = wanted;
     }
 
-    /// Causal attention of `n` new queries (positions `p0..p0+n`, already in the cache) over the cached keys
-    /// each may see; softmax computed online in blocks of keys (FlashAttention's recurrence), with no score
-    /// matrix. A task takes a few queries and the query heads of one key/value head (grouped-query attention),
-    /// so that each key and value row it reads serves all of them while it is in L1.
-    fn attend(&self, pool: &ThreadPool, kv: &KvLayer, p0: usize, q: &[f32], out: &mut [f32]) {
-        /// Rows (query, head) per task, and keys per block of the online softmax.
-        const ROWS: usize = 16;
-        const BLOCK: usize = 32;
+    /// The attention kernel's head layout and scaling, from the config.
+    fn heads(&self) -> Heads {
         let c = &self.config;
-        let (hd, qd, kvd, group) = (c.head_dim, c.q_dim(), c.kv_dim(), c.group_size());
-        let n = q.len() / qd;
-        let n_kv = c.n_kv_heads;
-        let (scale, cap) = (c.query_scale, c.attn_softcap);
-        let ops = crate::kernels::ops::Ops::get();
-        // Heads per task: the whole group, unless that leaves threads idle (decoding one token).
-        let threads = pool.n_threads();
-        let hpt = if n * n_kv >= threads {
-            group.min(ROWS)
-        } else {
-            1
-        };
-        let h_chunks = group.div_ceil(hpt);
-        // Queries per task: fill ROWS, but keep a few tasks per thread for balance (causal rows differ in length).
-        let qpt = (ROWS / hpt).max(1).min(n.div_ceil(4 * threads)).max(1);
-        let q_blocks = n.div_ceil(qpt);
-        let out_ptr = SyncPtr(out.as_mut_ptr());
-        pool.run(q_blocks * n_kv * h_chunks, &|task| {
-            let (qb, rest) = (task / (n_kv * h_chunks), task % (n_kv * h_chunks));
-            let (kvh, hc) = (rest / h_chunks, rest % h_chunks);
-            let (i0, i1) = (qb * qpt, (qb * qpt + qpt).min(n));
-            let h0 = kvh * group + hc * hpt;
-            let h1 = (h0 + hpt).min((kvh + 1) * group);
-            let nh = h1 - h0;
-            let rows = (i1 - i0) * nh;
-            // Row r is query i0 + r / nh, head h0 + r % nh.
-            let qs: [&[f32]; ROWS] = std::array::from_fn(|r| {
-                if r >= rows {
-                    return &[][..];
-                }
-                let (i, h) = (i0 + r / nh, h0 + r % nh);
-                &q[i * qd + h * hd..i * qd + (h + 1) * hd]
-            });
-            let mut o: [&mut [f32]; ROWS] = std::array::from_fn(|r| {
-                if r >= rows {
-                    return &mut [][..];
-                }
-                let (i, h) = (i0 + r / nh, h0 + r % nh);
-                // SAFETY: this task alone writes out[i][h·hd..(h+1)·hd] for its queries i and heads h.
-                unsafe { std::slice::from_raw_parts_mut(out_ptr.get().add(i * qd + h * hd), hd) }
-            });
-            o[..rows].iter_mut().for_each(|o| o.fill(0.0));
-            let mut scores = [0f32; ROWS * BLOCK];
-            let (mut m, mut sum) = ([f32::NEG_INFINITY; ROWS], [0f32; ROWS]);
-            let (mut keys, mut vals): ([&[f32]; BLOCK], [&[f32]; BLOCK]) =
-                ([&[]; BLOCK], [&[]; BLOCK]);
-            // Keys visible to query i: first_visible(p0 + i) ..= p0 + i; the task walks their union in blocks
-            // small enough to stay in L1 while every query goes over them. Blocks are aligned to multiples of
-            // BLOCK so that a query's sums do not depend on which task it fell in (chunking, threads).
-            let (lo, hi) = (kv.first_visible(p0 + i0), p0 + i1);
-            let mut j0 = lo / BLOCK * BLOCK;
-            while j0 < hi {
-                let j1 = (j0 + BLOCK).min(hi);
-                for j in j0..j1 {
-                    let at = kv.slot(j) * kvd + kvh * hd;
-                    keys[j - j0] = &kv.k[at..at + hd];
-                    vals[j - j0] = &kv.v[at..at + hd];
-                }
-                for qi in 0..i1 - i0 {
-                    // This query's visible part of the block, shared by its heads.
-                    let pos = p0 + i0 + qi;
-                    let (a, b) = (kv.first_visible(pos).max(j0), (pos + 1).min(j1));
-                    if a >= b {
-                        continue;
-                    }
-                    let w = b - a;
-                    (ops.dots)(
-                        &qs[qi * nh..(qi + 1) * nh],
-                        &keys[a - j0..b - j0],
-                        &mut scores[..nh * w],
-                    );
-                    for (hh, sc) in scores[..nh * w].chunks_exact_mut(w).enumerate() {
-                        let r = qi * nh + hh;
-                        (ops.scale)(sc, scale);
-                        if let Some(cap) = cap {
-                            (ops.softcap)(sc, cap);
-                        }
-                        let m_new = sc.iter().copied().fold(m[r], f32::max);
-                        let keep = if m_new > m[r] {
-                            (m[r] - m_new).exp()
-                        } else {
-                            1.0
-                        };
-                        sum[r] = sum[r] * keep + (ops.exp_sum)(sc, m_new);
-                        m[r] = m_new;
-                        (ops.weighted_sum)(o[r], keep, sc, &vals[a - j0..b - j0]);
-                    }
-                }
-                j0 = j1;
-            }
-            for r in 0..rows {
-                (ops.scale)(o[r], 1.0 / sum[r]);
-            }
-        });
+        let (n_heads, n_kv_heads, head_dim) = (c.n_heads, c.n_kv_heads, c.head_dim);
+        Heads { n_heads, n_kv_heads, head_dim, scale: c.query_scale, softcap: c.attn_softcap }
     }
 }
 
@@ -622,4 +524,14 @@ fn add_residual(x: &mut [f32], y: &mut [f32], post_norm: Option<&[f32]>, eps: f3
             .for_each(|r| rms_norm_inplace(r, pn, eps));
     }
     x.iter_mut().zip(y.iter()).for_each(|(a, b)| *a += b);
+}
+
+/// The mask of a layer's attention scope (global layers see every earlier position, local ones a sliding
+/// window), with the chunk's bidirectional spans (absolute positions) OR'ed in.
+fn layer_mask(scope: AttentionScope, bidirectional: &[Range<usize>]) -> Mask<'_> {
+    let mask = match scope {
+        AttentionScope::Global => Mask::causal(),
+        AttentionScope::Local { window } => Mask::sliding(window),
+    };
+    mask.with_bidirectional(bidirectional)
 }

@@ -5,6 +5,7 @@
 //! last `conv1d_width - 1` inputs of its convolution.
 
 use super::config::{AttentionScope, Config, Mixer, RecurrentSpec};
+use crate::kernels::attention::KvView;
 
 /// Keys and values of one attention layer. Position `j` lives in slot `j` (global) or `j % ring` (local).
 #[derive(Debug, Clone)]
@@ -79,13 +80,9 @@ impl KvLayer {
         self.v = v;
     }
 
-    /// First position visible from a query at `pos`.
-    #[inline]
-    pub(crate) fn first_visible(&self, pos: usize) -> usize {
-        match self.window {
-            Some(w) => (pos + 1).saturating_sub(w),
-            None => 0,
-        }
+    /// The attention kernel's view of positions `0..len` (a ring holds only the last `ring` of them).
+    pub(crate) fn view(&self, len: usize) -> KvView<'_> {
+        KvView { k: &self.k, v: &self.v, ring: self.ring, len }
     }
 
     pub fn bytes(&self) -> usize {

@@ -504,10 +504,8 @@ pub fn explain(c: &Config) -> String {
             _ => None,
         });
         let n_global = c.attention_layers().count() - n_local;
-        let _ = writeln!(s, "sliding_window = {}: {n_local} of {} layers attend only to the last {} positions, so their cache stops growing there (ring buffer); {}.", w.unwrap_or(0), c.n_layers, w.unwrap_or(0), match n_global {
-            0 => "no layer attends to everything".to_string(),
-            n => format!("the other {n} attention layers see everything"),
-        });
+        let rest = if n_global > 0 { format!("; the other {n_global} attention layers see everything") } else { String::new() };
+        let _ = writeln!(s, "sliding_window = {}: {n_local} of {} layers attend only to the last {} positions, so their cache stops growing there (ring buffer){rest}.", w.unwrap_or(0), c.n_layers, w.unwrap_or(0));
     }
     if let Some(cap) = c.attn_softcap {
         let _ = writeln!(s, "attn_logit_softcapping = {cap}: attention scores pass through cap*tanh(s/cap), bounding them smoothly.");

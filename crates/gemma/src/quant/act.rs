@@ -65,31 +65,6 @@ impl Default for QuantizedActs {
     }
 }
 
-/// Quantize `x` (`n_rows` × `n`, row-major) into `out`. `n` must be a multiple of the format's block length.
-pub fn quantize_acts(format: ActFormat, x: &[f32], n: usize, out: &mut QuantizedActs) {
-    debug_assert!(n % format.block_len() == 0 && x.len() % n == 0);
-    let n_rows = x.len() / n;
-    out.format = format;
-    out.n = n;
-    out.n_rows = n_rows;
-    let rb = format.row_bytes(n);
-    out.data.resize(n_rows * rb, 0);
-    // The 8-bit formats through the run-time chosen variant: byte-identical to the references below.
-    let ops = crate::kernels::ops::Ops::get();
-    for (src, dst) in x.chunks_exact(n).zip(out.data.chunks_exact_mut(rb)) {
-        match format {
-            ActFormat::F32 => {
-                for (v, d) in src.iter().zip(dst.chunks_exact_mut(4)) {
-                    d.copy_from_slice(&v.to_le_bytes());
-                }
-            }
-            ActFormat::Q8_0 => (ops.quantize_q8_0)(src, dst),
-            ActFormat::Q8_1 => (ops.quantize_q8_1)(src, dst),
-            ActFormat::Q8_K => (ops.quantize_q8_k)(src, dst),
-        }
-    }
-}
-
 /// Widen one quantized activation row back to f32 (`x = d·q`); for tests and error analysis.
 pub fn dequantize_act_row(format: ActFormat, src: &[u8], dst: &mut [f32]) {
     let (bl, bb) = (format.block_len(), format.block_bytes());

@@ -3,15 +3,16 @@
 //! Everything here is the *scalar reference*: bit-exact layouts as llama.cpp's `ggml-common.h` defines them,
 //! dequantizers that follow the `gguf` Python package, and the activation quantizers that pair with each weight
 //! type for integer dot products (as llama.cpp pairs them: Q8_0 activations for the 32-wide legacy quants,
-//! Q8_K for the 256-wide k-quants). The SIMD kernels in [`crate::kernels`] are tested against these.
+//! Q8_K for the 256-wide k-quants). The SIMD kernels (the `kernels` module, which builds on this one) are tested
+//! against these.
 
 mod act;
 mod float;
 mod kquants;
 mod legacy;
 
-pub use act::{dequantize_act_row, quantize_acts, ActFormat, QuantizedActs};
-/// The scalar activation quantizers: references for the SIMD ones in `kernels` (which `quantize_acts` picks).
+pub use act::{dequantize_act_row, ActFormat, QuantizedActs};
+/// The scalar activation quantizers: the references for the SIMD variants that `kernels::quantize_acts` picks.
 pub use act::{quantize_row_q8_0, quantize_row_q8_1, quantize_row_q8_k};
 
 /// The stored type of a weight tensor.
