@@ -25,13 +25,25 @@ fn assert_clean_failure(o: &Output, needle: &str) {
     assert!(!err.contains("panicked") && !err.contains("RUST_BACKTRACE") && !err.contains("stack backtrace"), "{err}");
 }
 
+fn expected(case: &str) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(PathBuf::from(tiny(case)).join("expected.json")).unwrap()).unwrap()
+}
+
 #[test]
 fn logits_match_transformers_in_prefill_and_decode() {
-    let want: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(PathBuf::from(tiny("gemma2")).join("expected.json")).unwrap()).unwrap();
+    logits_match_transformers("gemma2");
+}
+
+#[test]
+fn recurrent_gemma_logits_match_transformers_in_prefill_and_decode() {
+    logits_match_transformers("recurrent_gemma");
+}
+
+fn logits_match_transformers(case: &str) {
+    let want = expected(case);
     let ids: Vec<String> = want["ids"].as_array().unwrap().iter().map(|v| v.to_string()).collect();
     let ids = ids.join(",");
-    let model = tiny("gemma2");
+    let model = tiny(case);
     for extra in [&[][..], &["--decode"][..]] {
         let mut args = vec!["logits", "--model", &model, "--ids", &ids];
         args.extend_from_slice(extra);
@@ -41,7 +53,7 @@ fn logits_match_transformers_in_prefill_and_decode() {
         assert_eq!(g.len(), w.len());
         for (gr, wr) in g.iter().zip(w) {
             for (a, b) in gr.as_array().unwrap().iter().zip(wr.as_array().unwrap()) {
-                assert!((a.as_f64().unwrap() - b.as_f64().unwrap()).abs() <= 1e-4, "{extra:?}");
+                assert!((a.as_f64().unwrap() - b.as_f64().unwrap()).abs() <= 1e-4, "{case} {extra:?}");
             }
         }
     }
@@ -67,6 +79,70 @@ fn inspect_preset_prints_tree_and_count() {
     assert!(o.status.success());
     assert!(out.starts_with("GemmaForCausalLM(\n"));
     assert!(out.contains("Total parameters: 2,506,172,416"));
+}
+
+/// The RecurrentGemma folder (safetensors + tokenizer.json) through the text commands: its tokenizer gives the
+/// ids `tokenizers` gave, and run, bench and perplexity complete.
+#[test]
+fn recurrent_gemma_folder_runs_every_text_command() {
+    let model = tiny("recurrent_gemma");
+    for sample in expected("recurrent_gemma")["tokenizer"].as_array().unwrap() {
+        let o = gemma(&["tokenize", "--model", &model, sample["text"].as_str().unwrap()]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let want: Vec<String> = sample["ids"].as_array().unwrap().iter().map(|v| v.to_string()).collect();
+        assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), want.join(","), "{sample}");
+    }
+    let o = gemma(&["run", "--model", &model, "-q", "--temperature", "0", "-n", "8", "The quick brown fox"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = gemma(&["bench", "--model", &model, "-p", "16", "-n", "8", "-t", "1,2", "-r", "1", "--json"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = std::env::temp_dir().join(format!("gemma-cli-ppl-{}.txt", std::process::id()));
+    std::fs::write(&text, "The quick brown fox jumps over the lazy dog. The cat sat on the mat and the dog sat on the log.").unwrap();
+    let j = stdout_json(&gemma(&["perplexity", "--model", &model, "-q", "-f", text.to_str().unwrap(), "--ctx", "8", "--json"]));
+    assert!(j["perplexity"].as_f64().unwrap().is_finite(), "{j}");
+    let _ = std::fs::remove_file(text);
+}
+
+/// A recurrent state cannot be rewound: a chat turn either extends it (the rendered conversation starts with
+/// what the state has read) or re-reads the conversation from the start. Either way the second answer is the
+/// one a fresh chat gives when the first turn is loaded from a file.
+#[test]
+fn recurrent_gemma_chat_turns_equal_a_fresh_read() {
+    use std::io::Write;
+    use std::process::Stdio;
+    let model = tiny("recurrent_gemma");
+    let chat = |input: &str| -> Vec<String> {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_gemma"))
+            .args(["chat", "--model", &model, "-q", "--temperature", "0", "-n", "6"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        let o = child.wait_with_output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).lines().map(str::to_string).collect()
+    };
+    let saved = std::env::temp_dir().join(format!("gemma-cli-chat-{}.json", std::process::id()));
+    let saved = saved.to_str().unwrap();
+    let two = chat(&format!("The quick brown fox\n/save {saved}\nthe state of the model\n"));
+    assert_eq!(two.len(), 2, "{two:?}");
+    let fresh = chat(&format!("/load {saved}\nthe state of the model\n"));
+    assert_eq!(fresh, two[1..], "second answer after one turn vs a fresh read of the same conversation");
+    let _ = std::fs::remove_file(saved);
+}
+
+#[test]
+fn inspect_recurrentgemma_states_its_constant_state() {
+    let o = gemma(&["inspect", "--preset", "recurrentgemma-2b", "--explain"]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // 18 recurrent layers x 40 KiB + 8 rings of 2048 f32 keys and values (MQA, 256 wide) = 32.7 MiB, at 8k
+    // positions as after a million; Gemma 2B's f32 KV cache at 8k: 18 layers x 2 x 256 x 4 bytes x 8192.
+    assert!(out.contains("state per sequence (f32, as gemma-rs keeps it, decoding one token at a time): 32.7 MiB at 8192 positions"), "{out}");
+    assert!(out.contains("and 32.7 MiB after a million positions"), "{out}");
+    assert!(out.contains("Gemma 2B's KV cache (18 layers, MQA, 2 x 256 numbers per layer per token) at 8192 positions: 288.0 MiB in f32"), "{out}");
 }
 
 #[test]

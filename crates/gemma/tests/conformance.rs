@@ -241,6 +241,9 @@ fn recurrent_state_is_constant_size() {
     // f32: h + (conv1d_width - 1) inputs per recurrent layer; a ring of `window` keys and values (one KV head).
     let want = rec_layers * (lru + (conv - 1) * lru) * 4 + att_layers * 2 * 8 * c.kv_dim() * 4;
     assert_eq!(sizes[7..], vec![want; 300 - 7][..], "bytes per position: {sizes:?}");
+    // What `gemma inspect --explain` states is what a sequence holds.
+    assert_eq!(gemma::model::state::state_bytes(c, 300, 1), want as u64);
+    assert_eq!(gemma::model::state::state_bytes(c, 1_000_000, 1), want as u64);
 }
 
 /// The Hub's legacy keys (rope_theta, rope_scaling, rope_local_base_freq, sliding_window_pattern, hidden_act;

@@ -1,6 +1,12 @@
 //! `gemma chat`: an interactive conversation with the model's chat template. The KV cache is kept between
 //! turns: each turn renders the whole conversation, and only the tokens after what the cache already holds
 //! are fed (the history is not re-processed).
+//!
+//! When the rendered conversation departs from what the state has read (an answer that re-tokenizes
+//! differently, a `/load`ed conversation), the state is rewound to the common prefix where it can be; where it
+//! cannot, the conversation is read again from the start. A recurrent model (RecurrentGemma) never rewinds:
+//! its state folds every position into fixed-size vectors (`SeqState::truncate` refuses), so such a turn
+//! always re-reads, and only a turn that extends what was read is fed incrementally.
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -143,7 +149,8 @@ fn answer(
 ) -> Result<String> {
     let tok = &l.tokenizer;
     let ids = tok.encode_chat(template, messages)?;
-    // Reuse the cache for the longest common prefix with what it holds.
+    // Reuse the cache for the longest common prefix with what it holds; a state that cannot go back that far
+    // (a recurrent one, a sliding-window ring that no longer holds it) starts over and re-reads.
     let common = gen.history.iter().zip(&ids).take_while(|(a, b)| a == b).count();
     let keep = if common == ids.len() { common - 1 } else { common };
     if keep < gen.history.len() && !gen.state.truncate(keep) {

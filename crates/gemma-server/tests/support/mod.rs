@@ -22,7 +22,12 @@ fn repo() -> PathBuf {
 /// first 512 pieces (BOS 2, EOS 1 as in the checkpoint's config). With `fim`, the last three pieces become
 /// CodeGemma's FIM markers.
 pub fn tiny_engine(fim: bool) -> Engine {
-    let model = gemma::load(&repo().join("tests/fixtures/tiny/gemma3")).expect("tiny model");
+    tiny_engine_of("gemma3", fim)
+}
+
+/// As [`tiny_engine`], with another tiny checkpoint of tests/fixtures/tiny (`recurrent_gemma`: RecurrentGemma).
+pub fn tiny_engine_of(case: &str, fim: bool) -> Engine {
+    let model = gemma::load(&repo().join("tests/fixtures/tiny").join(case)).expect("tiny model");
     let n = model.config.vocab_size;
     let mut v: Vocab = gemma::tokenizer::spm::vocab_from_sentencepiece_model(&repo().join("tests/fixtures/tokenizer/tiny_spm/tiny.model"))
         .expect("tiny tokenizer");

@@ -75,8 +75,8 @@ pub(super) fn recurrent_block(
         conv1d_causal(&xb[r.clone()], &w.conv, &w.conv_bias, &mut st.conv, &mut u[r]);
         row += ch.n();
     }
-    block_diag_matmul(u, &w.input_gate, &w.input_gate_bias, block, gx);
-    block_diag_matmul(u, &w.recurrent_gate, &w.recurrent_gate_bias, block, ga);
+    block_diag_matmul(pool, u, &w.input_gate, &w.input_gate_bias, block, gx);
+    block_diag_matmul(pool, u, &w.recurrent_gate, &w.recurrent_gate_bias, block, ga);
     row = 0;
     for ch in chunks.iter_mut() {
         let r = row * lw..(row + ch.n()) * lw;
@@ -84,7 +84,7 @@ pub(super) fn recurrent_block(
         let LayerState::Recurrent(st) = &mut ch.state.layers[l] else {
             unreachable!("state layout checked in forward")
         };
-        rg_lru(&u[r.clone()], &gx[r.clone()], &ga[r.clone()], &w.rg_lru_param, starts, &mut st.h, &mut v[r]);
+        rg_lru(pool, &u[r.clone()], &gx[r.clone()], &ga[r.clone()], &w.rg_lru_param, starts, &mut st.h, &mut v[r]);
         row += ch.n();
     }
     geglu(y, v); // y ← gelu_tanh(y) · v

@@ -142,6 +142,29 @@ pub(crate) fn state_layout(cfg: &Config) -> Vec<(u8, usize, usize)> {
         .collect()
 }
 
+/// The bytes a [`SeqState`] holds after `positions` positions fed in chunks of at most `chunk` (f32, as the
+/// decoder keeps them): per recurrent layer h and the last `conv1d_width - 1` conv inputs, per local attention
+/// layer a ring of `window - 1 + chunk` keys and values (what [`KvLayer::reserve`] keeps), per global layer
+/// every position (without the slack of its geometric growth).
+pub fn state_bytes(cfg: &Config, positions: usize, chunk: usize) -> u64 {
+    let f32s: usize = cfg
+        .layers
+        .iter()
+        .map(|l| match l.mixer {
+            Mixer::Recurrent(r) => r.lru_width * r.conv1d_width,
+            Mixer::Attention(_) if positions == 0 => 0,
+            Mixer::Attention(a) => {
+                let slots = match a.scope {
+                    AttentionScope::Global => positions,
+                    AttentionScope::Local { window } => window - 1 + chunk.min(positions).max(1),
+                };
+                2 * slots * cfg.kv_dim()
+            }
+        })
+        .sum();
+    (f32s * std::mem::size_of::<f32>()) as u64
+}
+
 /// Everything one sequence carries between forward passes.
 #[derive(Debug, Clone)]
 pub struct SeqState {

@@ -8,6 +8,7 @@
 use std::fmt::Write;
 
 use super::config::{AttentionScope, Config, Family, Mixer, Projector, SiglipConfig};
+use super::state::state_bytes;
 
 /// A module of the tree: its class, constructor arguments (for leaves), own parameters and children.
 #[derive(Debug, Clone)]
@@ -433,6 +434,32 @@ pub fn kv_cache_bytes(c: &Config, ctx: usize, elem: usize) -> (u64, u64, u64) {
     (per_token, per_token * ctx as u64, windowed)
 }
 
+/// A model with recurrent layers: what one sequence's state costs in gemma-rs, next to Gemma 2B's KV cache at
+/// the same length (the attention model of the same size class).
+fn recurrent_state_line(c: &Config) -> String {
+    let ctx = c.context_len;
+    let n_att = c.attention_layers().count();
+    let state = state_bytes(c, ctx, 1);
+    let long = state_bytes(c, 1 << 20, 1);
+    let attention_part = state - state_bytes(&Config { layers: c.layers.iter().filter(|l| l.recurrent().is_some()).copied().collect(), ..c.clone() }, ctx, 1);
+    let gemma_2b = super::presets::preset_config("gemma-2b").and_then(|j| Config::from_hf_json(j, std::path::Path::new("gemma-2b")));
+    let versus = match gemma_2b {
+        Ok(g) => {
+            let (_, f32_full, _) = kv_cache_bytes(&g, ctx, 4);
+            let (_, bf16_full, _) = kv_cache_bytes(&g, ctx, 2);
+            format!(" Gemma 2B's KV cache ({} layers, {}, 2 x {} numbers per layer per token) at {ctx} positions: {} in f32 ({} in bf16), and it grows with every token.", g.n_layers, g.attention_kind(), g.kv_dim(), bytes_human(f32_full as f64), bytes_human(bf16_full as f64))
+        }
+        Err(_) => String::new(),
+    };
+    format!(
+        "state per sequence (f32, as gemma-rs keeps it, decoding one token at a time): {} at {ctx} positions ({} recurrent, {} in the {n_att} attention layers' rings of keys and values), and {} after a million positions; a prefill chunk of n tokens widens each ring by n - 1 positions.{versus}",
+        bytes_human(state as f64),
+        bytes_human((state - attention_part) as f64),
+        bytes_human(attention_part as f64),
+        bytes_human(long as f64),
+    )
+}
+
 /// `--explain`: one line per hyper-parameter on what it controls and what it costs.
 pub fn explain(c: &Config) -> String {
     let mut s = String::new();
@@ -466,7 +493,9 @@ pub fn explain(c: &Config) -> String {
     let _ = writeln!(s, "context = {}: longest sequence trained for; a full-context KV cache costs {} in bf16{}.", c.context_len, bytes_human(kv_full as f64), if kv_win < kv_full { format!(" without sliding windows, {} with them", bytes_human(kv_win as f64)) } else { String::new() });
     if let Some(r) = c.layers.iter().find_map(|l| l.recurrent()) {
         let n_recurrent = c.layers.iter().filter(|l| l.recurrent().is_some()).count();
-        let _ = writeln!(s, "recurrent blocks: {n_recurrent} of {} layers mix positions with Griffin's RG-LRU instead of attention (lru_width = {}, causal conv1d of width {}, gates block-diagonal in {} blocks); each keeps a fixed state of {} numbers however long the sequence, instead of a KV cache.", c.n_layers, r.lru_width, r.conv1d_width, r.n_blocks, r.lru_width * r.conv1d_width);
+        let per_layer = (r.lru_width * r.conv1d_width * 4) as f64;
+        let _ = writeln!(s, "recurrent blocks: {n_recurrent} of {} layers mix positions with Griffin's RG-LRU instead of attention (lru_width = {}, causal conv1d of width {}, gates block-diagonal in {} blocks); each keeps a fixed state, h ({} numbers) and the last {} conv inputs ({} x {}) = {} in f32, however long the sequence, instead of a KV cache.", c.n_layers, r.lru_width, r.conv1d_width, r.n_blocks, r.lru_width, r.conv1d_width - 1, r.conv1d_width - 1, r.lru_width, bytes_human(per_layer));
+        let _ = writeln!(s, "{}", recurrent_state_line(c));
     }
     let n_local = c.attention_layers().filter(|l| matches!(l.scope, AttentionScope::Local { .. })).count();
     if n_local > 0 {
