@@ -7,6 +7,8 @@ Writes, under OUT/<shape>/:
   <shape>-q8_0.gguf, <shape>-q4_0.gguf   GGUF files llama.cpp and gemma-rs both load (norms F32; the
                  tokenizer metadata is the default model's, cut to this model's vocabulary, so llama.cpp loads it)
 
+RecurrentGemma shapes (recurrentgemma-2b, -9b) are written as hf-bf16 only: no GGUF format exists for them.
+
 Usage (needs numpy, safetensors and the `gguf` package, e.g. the venv tools/fixtures uses):
     python scripts/make_random_checkpoints.py --shape gemma-2b --out /tmp/gemma-random [--formats bf16,q8_0,q4_0]
 Shapes come from crates/gemma/src/model/presets.json (official hyper-parameters).
@@ -18,6 +20,9 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 def tensors(cfg, rng):
     """(HF name, GGUF name, shape, is_norm) for every tensor, in file order."""
+    if cfg["model_type"] == "recurrent_gemma":
+        yield from recurrent_tensors(cfg)
+        return
     d, f, L = cfg["hidden_size"], cfg["intermediate_size"], cfg["num_hidden_layers"]
     hd, nh, nkv, V = cfg["head_dim"], cfg["num_attention_heads"], cfg["num_key_value_heads"], cfg["vocab_size"]
     yield "model.embed_tokens.weight", "token_embd.weight", (V, d), False
@@ -33,6 +38,49 @@ def tensors(cfg, rng):
         yield p + "mlp.up_proj.weight", g + "ffn_up.weight", (f, d), False
         yield p + "mlp.down_proj.weight", g + "ffn_down.weight", (d, f), False
     yield "model.norm.weight", "output_norm.weight", (d,), True
+
+def recurrent_tensors(cfg):
+    """RecurrentGemma (Griffin) tensors under transformers' names (no GGUF: no engine reads one). Blocks follow
+    `block_types`; the MLP is `intermediate_size // 2` wide; the RG-LRU gates are block-diagonal, one
+    [width/heads, width/heads] block per head."""
+    d, L, V, w = cfg["hidden_size"], cfg["num_hidden_layers"], cfg["vocab_size"], cfg["lru_width"]
+    hd, nh, nkv, f = cfg["head_dim"], cfg["num_attention_heads"], cfg["num_key_value_heads"], cfg["intermediate_size"] // 2
+    bw = w // nh
+    yield "model.embed_tokens.weight", None, (V, d), False
+    for i in range(L):
+        p = f"model.layers.{i}."
+        yield p + "temporal_pre_norm.weight", None, (d,), True
+        if cfg["block_types"][i % len(cfg["block_types"])] == "recurrent":
+            t = p + "temporal_block."
+            yield t + "linear_y.weight", None, (w, d), False
+            yield t + "linear_y.bias", None, (w,), True
+            yield t + "linear_x.weight", None, (w, d), False
+            yield t + "linear_x.bias", None, (w,), True
+            yield t + "linear_out.weight", None, (d, w), False
+            yield t + "linear_out.bias", None, (d,), True
+            yield t + "conv_1d.weight", None, (w, 1, cfg["conv1d_width"]), False
+            yield t + "conv_1d.bias", None, (w,), True
+            yield t + "rg_lru.input_gate_weight", None, (nh, bw, bw), False
+            yield t + "rg_lru.input_gate_bias", None, (nh, bw), True
+            yield t + "rg_lru.recurrent_gate_weight", None, (nh, bw, bw), False
+            yield t + "rg_lru.recurrent_gate_bias", None, (nh, bw), True
+            yield t + "rg_lru.recurrent_param", None, (w,), True
+        else:
+            t = p + "temporal_block."
+            yield t + "q_proj.weight", None, (nh * hd, d), False
+            yield t + "k_proj.weight", None, (nkv * hd, d), False
+            yield t + "v_proj.weight", None, (nkv * hd, d), False
+            yield t + "o_proj.weight", None, (d, nh * hd), False
+            yield t + "o_proj.bias", None, (d,), True
+        yield p + "channel_pre_norm.weight", None, (d,), True
+        m = p + "mlp_block."
+        yield m + "gate_proj.weight", None, (f, d), False
+        yield m + "gate_proj.bias", None, (f,), True
+        yield m + "up_proj.weight", None, (f, d), False
+        yield m + "up_proj.bias", None, (f,), True
+        yield m + "down_proj.weight", None, (d, f), False
+        yield m + "down_proj.bias", None, (d,), True
+    yield "model.final_norm.weight", None, (d,), True
 
 def random(rng, shape, norm):
     if norm:
@@ -132,7 +180,8 @@ def write_gguf(cfg, path, qtype, seed, tok_source):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--shape", default="gemma-2b", choices=["gemma-2b", "gemma-7b"])
+    ap.add_argument("--shape", default="gemma-2b", choices=["gemma-2b", "gemma-7b", "recurrentgemma-2b", "recurrentgemma-9b"],
+                    help="a model of crates/gemma/src/model/presets.json; RecurrentGemma shapes are written as bf16 only")
     ap.add_argument("--out", required=True)
     ap.add_argument("--formats", default="bf16,q8_0,q4_0")
     ap.add_argument("--tokenizer-from", default=os.path.expanduser("~/.cache/gemma-rs/gemma-3-270m-q4_k_m.gguf"))
@@ -141,7 +190,11 @@ def main():
     cfg = json.loads((ROOT / "crates/gemma/src/model/presets.json").read_text())["models"][a.shape]
     cfg = {k: v for k, v in cfg.items()}
     out = pathlib.Path(a.out) / a.shape
-    for fmt in a.formats.split(","):
+    formats = a.formats.split(",")
+    if cfg["model_type"] == "recurrent_gemma" and formats != ["bf16"]:
+        print(f"{a.shape}: only bf16 safetensors (no GGUF format exists for RecurrentGemma)", flush=True)
+        formats = ["bf16"]
+    for fmt in formats:
         if fmt == "bf16":
             write_hf(cfg, out / "hf-bf16", a.seed)
         else:

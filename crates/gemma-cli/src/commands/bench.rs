@@ -4,7 +4,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use gemma::kernels::ThreadPool;
-use gemma::model::{Chunk, LogitsWanted, Model, Scratch};
+use gemma::model::{Chunk, LogitsWanted, Model, Scratch, SeqState};
 
 use super::common;
 
@@ -13,10 +13,14 @@ use super::common;
   gemma bench                                  default model: pp512, tg128, all cores, 3 repetitions
   gemma bench -m model.gguf -p 64,512 -n 128 -t 1,2 -r 5 --json
   gemma bench -p 0 -n 128 -t 1,2 --bandwidth   decode against this machine's memory bandwidth
+  gemma bench -p 0 -n 64 -d 128,4096           decode after 128 and after 4096 positions of context
 
 pp N: an N-token prompt processed in one pass (tokens/s).
 tg N: N tokens generated one at a time after a 1-token prompt (tokens/s); sampling is skipped, so
       the measured loop is the forward pass, as llama-bench measures it.
+@ dD: the same test after D positions of context (prefilled once, untimed, in 512-token chunks; each
+      repetition starts from a copy of that state), as llama-bench's -d. A Gemma KV cache grows with D
+      and attention reads all of it; RecurrentGemma's state does not grow past its attention window.
 Decoding reads every weight once per token, so tg also prints the weight bytes streamed per second;
 with --bandwidth that is set against the measured read bandwidth (ceiling = bandwidth / bytes per
 token). Side by side with llama.cpp: scripts/bench-vs-llamacpp.sh.")]
@@ -33,6 +37,9 @@ pub struct Args {
     /// Thread counts to test (comma-separated).
     #[arg(short, long, value_delimiter = ',')]
     threads: Vec<usize>,
+    /// Context depths to test at (comma-separated positions already in the sequence before each test).
+    #[arg(short = 'd', long, value_delimiter = ',', default_value = "0")]
+    depth: Vec<usize>,
     /// Repetitions of each test.
     #[arg(short, long, default_value_t = 3)]
     reps: usize,
@@ -72,14 +79,19 @@ pub fn run(a: Args) -> Result<()> {
             bail!("invalid option: --threads must be at least 1");
         }
         let pool = ThreadPool::new(t);
-        for &p in a.prompt.iter().filter(|&&p| p > 0) {
-            let r = measure(a.reps, || pp(&model, &pool, p))?;
-            rows.push(Row { test: format!("pp{p}"), threads: t, mean: r.0, stddev: r.1, gbps: None, bandwidth: None });
-        }
         let bandwidth = a.bandwidth.then(|| gemma::kernels::bandwidth::read_bandwidth(&pool, 1 << 30, 5) / 1e9);
-        for &n in a.gen.iter().filter(|&&n| n > 0) {
-            let r = measure(a.reps, || tg(&model, &pool, n))?;
-            rows.push(Row { test: format!("tg{n}"), threads: t, mean: r.0, stddev: r.1, gbps: Some(r.0 * per_token as f64 / 1e9), bandwidth });
+        for &d in &a.depth {
+            let longest = a.prompt.iter().chain(&a.gen).max().copied().unwrap_or(0);
+            let context = prefill(&model, &pool, d, d + longest + 1)?;
+            let name = |test: String| if d == 0 { test } else { format!("{test} @ d{d}") };
+            for &p in a.prompt.iter().filter(|&&p| p > 0) {
+                let r = measure(a.reps, || pp(&model, &pool, &context, p))?;
+                rows.push(Row { test: name(format!("pp{p}")), threads: t, mean: r.0, stddev: r.1, gbps: None, bandwidth: None });
+            }
+            for &n in a.gen.iter().filter(|&&n| n > 0) {
+                let r = measure(a.reps, || tg(&model, &pool, &context, n))?;
+                rows.push(Row { test: name(format!("tg{n}")), threads: t, mean: r.0, stddev: r.1, gbps: Some(r.0 * per_token as f64 / 1e9), bandwidth });
+            }
         }
     }
     let weights_bytes: usize = model.weights.matrices().map(|m| m.n_bytes()).sum();
@@ -101,14 +113,14 @@ pub fn run(a: Args) -> Result<()> {
         println!("{}", serde_json::json!({"results": results, "kernel": kernel, "model": path.display().to_string(), "weights_bytes": weights_bytes, "weights_bytes_per_token": per_token, "load_ms": load_ms, "peak_rss_bytes": super::common::memory_usage().map(|m| m.1)}));
     } else {
         println!("model: {}  ({:.1} MB of weights, {:.1} MB read per decoded token, loaded in {load_ms:.0} ms)  kernels: {kernel}", path.display(), weights_bytes as f64 / 1e6, per_token as f64 / 1e6);
-        println!("{:<8} {:>8} {:>14} {:>10}  {}", "test", "threads", "tokens/s", "± stddev", "weights streamed");
+        println!("{:<14} {:>8} {:>14} {:>10}  {}", "test", "threads", "tokens/s", "± stddev", "weights streamed");
         for r in rows {
             let extra = match (r.gbps, r.bandwidth) {
                 (Some(g), Some(b)) => format!("{g:.1} GB/s = {:.0}% of the {b:.1} GB/s read bandwidth (ceiling {:.1} tok/s)", 100.0 * g / b, b * 1e9 / per_token as f64),
                 (Some(g), None) => format!("{g:.1} GB/s"),
                 _ => String::new(),
             };
-            println!("{:<8} {:>8} {:>14.2} {:>10.2}  {extra}", r.test, r.threads, r.mean, r.stddev);
+            println!("{:<14} {:>8} {:>14.2} {:>10.2}  {extra}", r.test, r.threads, r.mean, r.stddev);
         }
         println!("{}", super::common::memory_line());
     }
@@ -129,9 +141,25 @@ fn tokens(n: usize, vocab: usize) -> Vec<u32> {
     (0..n).map(|i| 3 + ((i as u64 * 2654435761) % (vocab as u64 - 3)) as u32).collect()
 }
 
-fn pp(model: &Model, pool: &ThreadPool, n: usize) -> Result<f64> {
+/// A sequence state holding `depth` positions of context (pseudo-random tokens, in 512-token chunks), with
+/// room for `max_pos` positions in all. The tests below time copies of it.
+fn prefill(model: &Model, pool: &ThreadPool, depth: usize, max_pos: usize) -> Result<SeqState> {
+    let ids = tokens(depth, model.config.vocab_size);
+    let mut state = model.new_state(max_pos);
+    if state.max_pos < max_pos {
+        bail!("--depth {depth} plus the longest test needs {max_pos} positions; this model's context is {}", state.max_pos);
+    }
+    let mut scratch = Scratch::new();
+    for piece in ids.chunks(512) {
+        let mut chunks = [Chunk::new(piece, &mut state, LogitsWanted::None)];
+        model.forward(pool, &mut chunks, &mut scratch)?;
+    }
+    Ok(state)
+}
+
+fn pp(model: &Model, pool: &ThreadPool, context: &SeqState, n: usize) -> Result<f64> {
     let ids = tokens(n, model.config.vocab_size);
-    let mut state = model.new_state(n);
+    let mut state = context.clone();
     let mut scratch = Scratch::new();
     let t = Instant::now();
     let mut chunks = [Chunk::new(&ids, &mut state, LogitsWanted::Last)];
@@ -139,9 +167,9 @@ fn pp(model: &Model, pool: &ThreadPool, n: usize) -> Result<f64> {
     Ok(common::rate(n, t.elapsed()))
 }
 
-fn tg(model: &Model, pool: &ThreadPool, n: usize) -> Result<f64> {
+fn tg(model: &Model, pool: &ThreadPool, context: &SeqState, n: usize) -> Result<f64> {
     let ids = tokens(n + 1, model.config.vocab_size);
-    let mut state = model.new_state(n + 1);
+    let mut state = context.clone();
     let mut scratch = Scratch::new();
     let mut chunks = [Chunk::new(&ids[..1], &mut state, LogitsWanted::Last)];
     model.forward(pool, &mut chunks, &mut scratch)?;
