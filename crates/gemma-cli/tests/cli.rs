@@ -94,8 +94,15 @@ fn recurrent_gemma_folder_runs_every_text_command() {
     }
     let o = gemma(&["run", "--model", &model, "-q", "--temperature", "0", "-n", "8", "The quick brown fox"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let o = gemma(&["bench", "--model", &model, "-p", "16", "-n", "8", "-t", "1,2", "-r", "1", "--json"]);
+    let o = gemma(&["bench", "--model", &model, "-p", "16", "-n", "8", "-t", "1,2", "-d", "0,20", "-r", "1", "--json"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let tests: Vec<&str> = j["results"].as_array().unwrap().iter().map(|r| r["test"].as_str().unwrap()).collect();
+    assert!(tests.contains(&"tg8 @ d20"), "{tests:?}");
+    // The model loads for fill-in-the-middle; the tiny vocabulary has no FIM tokens, which is said plainly.
+    let o = gemma(&["complete", "--model", &model, "-q", "--prefix", "def f(x):", "-n", "4"]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("<|fim_prefix|>"), "{}", String::from_utf8_lossy(&o.stderr));
     let text = std::env::temp_dir().join(format!("gemma-cli-ppl-{}.txt", std::process::id()));
     std::fs::write(&text, "The quick brown fox jumps over the lazy dog. The cat sat on the mat and the dog sat on the log.").unwrap();
     let j = stdout_json(&gemma(&["perplexity", "--model", &model, "-q", "-f", text.to_str().unwrap(), "--ctx", "8", "--json"]));

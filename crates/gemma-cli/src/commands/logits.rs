@@ -8,7 +8,17 @@ use gemma::kernels::ThreadPool;
 use gemma::model::{Chunk, LogitsWanted, Scratch};
 
 #[derive(clap::Args)]
-#[command(after_help = "Examples:\n  gemma logits --model ./gemma-2b --ids 2,651,6037\n  gemma logits --model model.gguf --ids 2,818,5279 --decode --top 5")]
+#[command(after_help = "Examples:
+  gemma logits --model ./gemma-2b --ids 2,651,6037
+  gemma logits --model model.gguf --ids 2,818,5279 --decode --top 5
+  gemma logits --model ./paligemma-3b-pt-224 --image cat.jpg --ids 257152,...,257152,2,6737,...,108
+
+With --image, the ids carry the image placeholders exactly as the model's processor lays them out
+(PaliGemma: tokens_per_image `<image>` ids per image, then <bos>, the prompt and a newline; Gemma 3: a
+block of `<image_soft_token>` ids per image). Each image goes through the model's preprocessing (resized
+to its size unless it already is) and the encoder, and its rows replace one block of placeholders, in order.
+PaliGemma's prefix (the first --prefix-len ids, default all) attends bidirectionally; Gemma 3's image
+blocks do. With --decode the bidirectional part goes in one pass, the rest one id at a time.")]
 pub struct Args {
     /// A checkpoint folder (config.json + *.safetensors) or a .gguf file.
     #[arg(short, long)]
@@ -22,6 +32,12 @@ pub struct Args {
     /// Print only the K best (id, logit) pairs per position instead of whole rows.
     #[arg(long, value_name = "K")]
     top: Option<usize>,
+    /// An image for the model's placeholders (repeat for several images, in order).
+    #[arg(long, value_name = "FILE")]
+    image: Vec<PathBuf>,
+    /// PaliGemma: how many leading ids form the bidirectional prefix (default: all of them).
+    #[arg(long, value_name = "N")]
+    prefix_len: Option<usize>,
     /// Threads for the matrix kernels (default: all cores).
     #[arg(short, long)]
     threads: Option<usize>,
@@ -37,7 +53,22 @@ pub fn run(a: Args) -> Result<()> {
     let mut state = model.new_state(a.ids.len());
     let mut scratch = Scratch::new();
     let mut rows: Vec<Vec<f32>> = Vec::with_capacity(a.ids.len());
-    if a.decode {
+    let images = super::vision::ImageInputs::for_ids(&model, &pool, &a.image, &a.ids, a.prefix_len)?;
+    if !images.is_empty() {
+        // The bidirectional part in one pass (a span must not be split), the rest as asked.
+        let first = if a.decode { images.bidirectional_end() } else { a.ids.len() };
+        let mut chunk = Chunk::new(&a.ids[..first], &mut state, LogitsWanted::All);
+        let embedding_rows = images.rows();
+        chunk.rows = &embedding_rows;
+        chunk.bidirectional = &images.bidirectional;
+        model.forward(&pool, &mut [chunk], &mut scratch)?;
+        rows.extend(scratch.logits(0, vocab).chunks_exact(vocab).map(<[f32]>::to_vec));
+        for id in &a.ids[first..] {
+            let mut chunks = [Chunk::new(std::slice::from_ref(id), &mut state, LogitsWanted::Last)];
+            model.forward(&pool, &mut chunks, &mut scratch)?;
+            rows.push(scratch.logits(0, vocab).to_vec());
+        }
+    } else if a.decode {
         for id in &a.ids {
             let mut chunks = [Chunk::new(std::slice::from_ref(id), &mut state, LogitsWanted::Last)];
             model.forward(&pool, &mut chunks, &mut scratch)?;

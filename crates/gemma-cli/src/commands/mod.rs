@@ -10,6 +10,7 @@ pub mod perplexity;
 pub mod run;
 pub mod serve;
 pub mod tokenize;
+pub mod vision;
 
 /// All cores, as the machine reports them.
 pub fn default_threads() -> usize {

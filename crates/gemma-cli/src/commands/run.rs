@@ -15,7 +15,15 @@ use super::common::{self, ModelArgs, SamplingArgs};
   gemma run \"The capital of France is\"                 default model, fetched on first use
   gemma run -m model.gguf -n 64 --temperature 0 \"def fibonacci(n):\"
   gemma run -f prompt.txt --seed 7 --stop \"\\n\\n\"
-  echo \"Once upon a time\" | gemma run - --json")]
+  echo \"Once upon a time\" | gemma run - --json
+  gemma run -m ./paligemma-3b-pt-224 --image photo.jpg \"caption en\"
+  gemma run -m ./paligemma-3b-pt-224 --image photo.jpg \"detect cat ; dog\" --json --annotate boxes.png
+
+With --image (PaliGemma), the prompt is a task as the model was trained on: `caption en`, `answer en
+what is in the picture?`, `ocr`, `detect cat ; dog`, `segment cat`; it is laid out as the processor does
+(the image's tokens, <bos>, the prompt, a newline). Detections come back as <locNNNN> tokens, which --json
+turns into {\"label\", \"box\": [x0, y0, x1, y1]} in pixels of the original image and --annotate draws.
+Segmentation codes (<segNNN>) are printed, not decoded (their VQ-VAE is not part of the checkpoint).")]
 pub struct Args {
     /// The prompt; `-` reads standard input.
     prompt: Option<String>,
@@ -47,6 +55,12 @@ pub struct Args {
     /// Print one JSON object (text, ids, finish_reason, timings) instead of streaming text.
     #[arg(long)]
     json: bool,
+    /// An image for a vision-language model (PaliGemma); the prompt is then a task such as `caption en`.
+    #[arg(long, value_name = "FILE")]
+    image: Option<PathBuf>,
+    /// With --image: write the image with the detected boxes and labels drawn on it (PNG).
+    #[arg(long, value_name = "OUT.png", requires = "image")]
+    annotate: Option<PathBuf>,
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -57,6 +71,9 @@ pub fn run(a: Args) -> Result<()> {
     let ctx = a.ctx_size.unwrap_or(model.config.context_len.min(8192));
     if ctx < 2 || ctx > model.config.context_len {
         bail!("invalid option: --ctx-size must be between 2 and the model's context of {}", model.config.context_len);
+    }
+    if let Some(path) = &a.image {
+        return run_with_image(&a, &l, &prompt, path, ctx, sampler);
     }
     let mut ids = tok.encode(&prompt, EncodeOptions { add_bos: !a.no_bos, parse_special: !a.raw });
     if ids.is_empty() {
@@ -131,6 +148,97 @@ pub fn run(a: Args) -> Result<()> {
                 common::memory_line(),
                 finish.as_str()
             );
+        }
+    }
+    Ok(())
+}
+
+/// `gemma run --image`: the prompt laid out as PaliGemma's processor does, fed in one pass with the image's
+/// rows, then generation as usual; detections parsed from the answer.
+fn run_with_image(a: &Args, l: &common::Loaded, prompt: &str, path: &std::path::Path, ctx: usize, sampler: gemma::runtime::SamplerConfig) -> Result<()> {
+    let (model, tok) = (&l.model, &l.tokenizer);
+    let Some(v) = &model.config.vision else {
+        bail!("--image: {} has no image encoder (it is a text-only model)", l.path.display());
+    };
+    if v.projector != gemma::model::config::Projector::PaliGemma {
+        bail!("--image with `gemma run` is for PaliGemma; Gemma 3 takes images through `gemma chat` and the server");
+    }
+    let t_image = Instant::now();
+    let mut images = super::vision::ImageInputs::default();
+    images.push(model, &l.pool, &path.to_path_buf())?;
+    let image_time = t_image.elapsed();
+    let p = gemma::runtime::multimodal::paligemma_prompt(tok, v, 1, prompt.trim_end(), None)?;
+    if p.ids.len() >= ctx {
+        bail!("the prompt with its image is {} tokens, the context {ctx}: shorten it or raise --ctx-size", p.ids.len());
+    }
+    images.at = p.image_at.clone();
+    let mut gen = Generation::new(model, ctx, sampler);
+    let t_prompt = Instant::now();
+    gen.feed_multimodal(&l.pool, &p.ids, &images.rows(), &p.bidirectional)?;
+    let prompt_time = t_prompt.elapsed();
+
+    let t_gen = Instant::now();
+    let mut out = std::io::stdout().lock();
+    let mut stream = TextStream::new(tok, stop_token_ids(model, tok), a.stop.clone());
+    let mut text = String::new();
+    let finish = gen.generate(&l.pool, &mut stream, a.max_tokens, |piece| -> Result<bool> {
+        text.push_str(piece);
+        if !a.json {
+            out.write_all(piece.as_bytes())?;
+            out.flush()?;
+        }
+        Ok(true)
+    })?;
+    let generated = stream.ids();
+    let gen_time = t_gen.elapsed();
+    let img = &images.images[0];
+    let detections = gemma::runtime::detect::parse_detections(&text, img.width(), img.height());
+    if let Some(out_path) = &a.annotate {
+        gemma::runtime::annotate::save_png(&gemma::runtime::annotate::draw_detections(img, &detections), out_path)?;
+    }
+    let (pp, tg) = (common::rate(p.ids.len(), prompt_time), common::rate(generated.len(), gen_time));
+    if a.json {
+        let j = serde_json::json!({
+            "text": text,
+            "ids": generated,
+            "finish_reason": finish.as_str(),
+            "detections": detections,
+            "image": {"path": path.display().to_string(), "width": img.width(), "height": img.height()},
+            "timings": {
+                "load_ms": l.load_time.as_secs_f64() * 1e3,
+                "image_ms": image_time.as_secs_f64() * 1e3,
+                "prompt_tokens": p.ids.len(),
+                "prompt_ms": prompt_time.as_secs_f64() * 1e3,
+                "prompt_tokens_per_s": pp,
+                "generated_tokens": generated.len(),
+                "generation_ms": gen_time.as_secs_f64() * 1e3,
+                "generation_tokens_per_s": tg,
+                "peak_rss_bytes": common::memory_usage().map(|m| m.1),
+            }
+        });
+        writeln!(out, "{j}")?;
+    } else {
+        writeln!(out)?;
+        for d in &detections {
+            let [x0, y0, x1, y1] = d.bbox;
+            writeln!(out, "  {}: ({x0:.0}, {y0:.0}) – ({x1:.0}, {y1:.0})", if d.label.is_empty() { "?" } else { &d.label })?;
+        }
+        if !a.model.quiet {
+            eprintln!(
+                "image: {}×{} encoded in {:.0} ms | prompt: {} tokens, {:.1} tok/s | generated: {} tokens, {:.1} tok/s | {} | finish: {}",
+                img.width(),
+                img.height(),
+                image_time.as_secs_f64() * 1e3,
+                p.ids.len(),
+                pp,
+                generated.len(),
+                tg,
+                common::memory_line(),
+                finish.as_str()
+            );
+            if let Some(o) = &a.annotate {
+                eprintln!("wrote {} ({} box(es))", o.display(), detections.len());
+            }
         }
     }
     Ok(())

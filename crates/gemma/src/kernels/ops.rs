@@ -21,6 +21,18 @@ pub fn rms_norm_inplace(x: &mut [f32], scale: &[f32], eps: f32) {
     }
 }
 
+/// LayerNorm (SigLIP's `nn.LayerNorm`): `y = (x - mean) / sqrt(var + eps) · w + b`, the biased variance,
+/// statistics accumulated in f64.
+pub fn layer_norm(x: &[f32], w: &[f32], b: &[f32], eps: f32, out: &mut [f32]) {
+    let n = x.len() as f64;
+    let mean = x.iter().map(|&v| v as f64).sum::<f64>() / n;
+    let var = x.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
+    let r = 1.0 / (var + eps as f64).sqrt();
+    for (((o, &v), w), b) in out.iter_mut().zip(x).zip(w).zip(b) {
+        *o = ((v as f64 - mean) * r) as f32 * w + b;
+    }
+}
+
 /// GELU, tanh approximation (PyTorch `gelu(approximate="tanh")`, the `gelu_pytorch_tanh` of Gemma configs).
 #[inline]
 pub fn gelu_tanh(x: f32) -> f32 {

@@ -207,6 +207,17 @@ impl Model {
         SeqState::new(&self.config, max_pos.min(self.config.context_len))
     }
 
+    /// The text-stream rows of one image, (tokens_per_image, d_model): the SigLIP encoder and the projector
+    /// ([`VisionWeights::embed_image`](super::siglip::VisionWeights::embed_image)), to pass as
+    /// [`EmbeddingRows`] in place of the image's placeholder tokens. `pixels`: (3, image_size, image_size),
+    /// preprocessed. Errors: a model without a vision tower, or pixels of another size.
+    pub fn embed_image(&self, pool: &ThreadPool, pixels: &[f32]) -> Result<Vec<f32>> {
+        match (&self.config.vision, &self.weights.vision) {
+            (Some(cfg), Some(w)) => w.embed_image(cfg, pool, pixels),
+            _ => Err(Error::Unsupported { feature: "images with a text-only model".into() }),
+        }
+    }
+
     /// Run the new positions of every chunk through the model, appending them to each chunk's state; the
     /// logits asked for are left in `scratch` (see [`Scratch::logits`]). Fails, before touching any state, on
     /// an out-of-vocabulary id, a chunk that would pass its sequence's `max_pos`, a state made for another
@@ -308,7 +319,7 @@ impl Model {
             for ch in chunks {
                 for i in 0..ch.n() {
                     let at = (f * t_total + row) * hd;
-                    rope_cos_sin(ch.state.pos + i, inv, &mut s.rope[at..at + hd]);
+                    rope_cos_sin(self.config.position_offset + ch.state.pos + i, inv, &mut s.rope[at..at + hd]);
                     row += 1;
                 }
             }

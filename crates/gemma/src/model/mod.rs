@@ -1,11 +1,12 @@
 //! Gemma models: configuration (raw → validated), presets of every released checkpoint, weights as stored,
 //! the one config-driven decoder (with Griffin's recurrent mixer beside attention), per-sequence state, and
-//! the architecture summary (`gemma inspect`).
+//! the architecture summary (`gemma inspect`); the SigLIP image tower of the vision-language members.
 
 pub mod config;
 pub mod decoder;
 mod griffin;
 pub mod presets;
+pub mod siglip;
 pub mod state;
 pub mod summary;
 pub mod weights;

@@ -10,6 +10,7 @@ use crate::quant::DType;
 use crate::{Error, Result};
 
 use super::config::{Config, Family, Mixer, RecurrentSpec};
+use super::siglip::VisionWeights;
 
 /// Norm weights hold `w` with the `1 + w` left to the reader (transformers) or `1 + w` already (llama.cpp's
 /// GGUF converter adds the 1 when it writes Gemma norms).
@@ -283,6 +284,8 @@ pub struct Weights {
     pub final_norm: Vec<f32>,
     /// (vocab, d_model) when not tied to the embedding.
     pub lm_head: Option<Matrix>,
+    /// The image encoder and projector, when `config.vision` is set.
+    pub vision: Option<VisionWeights>,
 }
 
 impl Weights {
@@ -339,11 +342,17 @@ impl Weights {
             .map(|i| r.layer(i))
             .collect::<Result<Vec<_>>>()?;
         let final_norm = r.norm(Role::FinalNorm, 0, d)?;
+        let vision = cfg
+            .vision
+            .as_ref()
+            .map(|v| VisionWeights::from_store(v, d, store))
+            .transpose()?;
         Ok(Weights {
             embed,
             layers,
             final_norm,
             lm_head,
+            vision,
         })
     }
 }
@@ -357,9 +366,20 @@ struct Reader<'a> {
 }
 
 impl Reader<'_> {
+    /// The tensor of `role`, under its name or, for transformers' names, under the text model's name in a
+    /// vision-language checkpoint: `model.language_model.*` (transformers 5) or `language_model.model.*` and
+    /// `language_model.lm_head.*` (the Hub's PaliGemma and Gemma 3 checkpoints).
     fn find(&self, role: Role, layer: usize) -> Option<(String, &Tensor)> {
         let name = self.names.name(self.cfg.family, role, layer)?;
-        self.store.get(&name).map(|t| (name, t))
+        let mut candidates = vec![name];
+        if self.names == NameScheme::HuggingFace && self.cfg.vision.is_some() {
+            let n = candidates[0].clone();
+            match n.strip_prefix("model.") {
+                Some(rest) => candidates.extend([format!("model.language_model.{rest}"), format!("language_model.model.{rest}")]),
+                None => candidates.push(format!("language_model.{n}")),
+            }
+        }
+        candidates.into_iter().find_map(|n| self.store.get(&n).map(|t| (n, t)))
     }
     fn missing(&self, role: Role, layer: usize) -> Error {
         let name = self
@@ -477,7 +497,7 @@ impl Reader<'_> {
     }
 }
 
-fn check_shape(file: &std::path::Path, name: &str, t: &Tensor, want: &[usize]) -> Result<()> {
+pub(super) fn check_shape(file: &std::path::Path, name: &str, t: &Tensor, want: &[usize]) -> Result<()> {
     if t.shape != want {
         return Err(Error::ShapeMismatch {
             file: file.into(),
@@ -489,7 +509,7 @@ fn check_shape(file: &std::path::Path, name: &str, t: &Tensor, want: &[usize]) -
     Ok(())
 }
 
-fn to_matrix(
+pub(super) fn to_matrix(
     file: &std::path::Path,
     name: &str,
     t: &Tensor,

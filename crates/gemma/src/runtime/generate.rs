@@ -5,7 +5,9 @@
 use super::sampler::{Sampler, SamplerConfig};
 use super::text::{FinishReason, Step, TextStream};
 use crate::kernels::ThreadPool;
-use crate::model::{Chunk, LogitsWanted, Model, Scratch, SeqState};
+use std::ops::Range;
+
+use crate::model::{Chunk, EmbeddingRows, LogitsWanted, Model, Scratch, SeqState};
 use crate::{Error, Result};
 
 /// Prompt chunk size: large enough for the matrix kernels to reuse each weight row, small enough to bound
@@ -60,6 +62,31 @@ impl<'m> Generation<'m> {
     }
 
     /// The logits of the last position fed.
+    /// Feed a prompt with images: `rows` replace the embeddings of their placeholder tokens (offsets into
+    /// `ids`, see [`Model::embed_image`]) and the `bidirectional` spans (offsets into `ids`) attend both ways
+    /// (PaliGemma's prefix, a Gemma 3 image). The prompt goes through in one pass, since a span must not
+    /// be split and PaliGemma's spans the whole prefix. Errors: as [`Generation::feed`], and rows or spans
+    /// that do not fit the prompt.
+    pub fn feed_multimodal(
+        &mut self,
+        pool: &ThreadPool,
+        ids: &[u32],
+        rows: &[EmbeddingRows],
+        bidirectional: &[Range<usize>],
+    ) -> Result<()> {
+        if ids.len() > self.remaining() {
+            return Err(Error::ContextFull { needed: self.state.pos + ids.len(), max_pos: self.state.max_pos });
+        }
+        let mut chunk = Chunk::new(ids, &mut self.state, LogitsWanted::Last);
+        chunk.rows = rows;
+        chunk.bidirectional = bidirectional;
+        self.model.forward(pool, &mut [chunk], &mut self.scratch)?;
+        self.last_logits.clear();
+        self.last_logits.extend_from_slice(self.scratch.logits(0, self.model.config.vocab_size));
+        self.history.extend_from_slice(ids);
+        Ok(())
+    }
+
     pub fn logits(&self) -> &[f32] {
         &self.last_logits
     }

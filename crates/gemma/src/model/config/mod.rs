@@ -167,6 +167,9 @@ pub struct Config {
     pub pad_id: u32,
     /// The image encoder and projector of a vision-language checkpoint (PaliGemma, Gemma 3 4B+).
     pub vision: Option<VisionConfig>,
+    /// Added to a sequence index to give its RoPE position: 1 for PaliGemma, which counts positions from 1
+    /// (transformers: `position_ids = cache_position + 1`), 0 otherwise.
+    pub position_offset: usize,
 }
 
 impl Config {
@@ -593,6 +596,10 @@ impl Config {
             bos_id: raw.bos_token_id.unwrap_or(2),
             eos_ids: raw.eos_token_ids.unwrap_or_else(|| vec![1]),
             pad_id: raw.pad_token_id.unwrap_or(0),
+            position_offset: match &vision {
+                Some(v) if v.projector == Projector::PaliGemma => 1,
+                _ => 0,
+            },
             vision,
         })
     }

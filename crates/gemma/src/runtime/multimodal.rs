@@ -1,0 +1,89 @@
+//! Prompts with images, laid out token for token as transformers' processors lay them out, with the
+//! places where each image's rows go and the spans that attend bidirectionally.
+
+use std::ops::Range;
+
+use super::image::{preprocess, Image, Resample};
+use crate::model::config::{Projector, VisionConfig};
+use crate::tokenizer::{EncodeOptions, Tokenizer};
+use crate::{Error, Result};
+
+/// A tokenized prompt with image placeholders.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImagePrompt {
+    /// Token ids, with `tokens_per_image` placeholders (`image_token_id`) where each image's rows go.
+    pub ids: Vec<u32>,
+    /// Offset in `ids` of each image's first placeholder, in image order.
+    pub image_at: Vec<usize>,
+    /// Spans of `ids` that attend bidirectionally (sorted, disjoint).
+    pub bidirectional: Vec<Range<usize>>,
+}
+
+/// An image as the model's processor prepares it: resized to the encoder's size (PaliGemma's
+/// `SiglipImageProcessor`: bicubic; Gemma 3's: bilinear; both Pillow's, bit for bit), × 1/255,
+/// (x − 0.5) / 0.5. (3, image_size, image_size), channels first, for [`Model::embed_image`](crate::model::Model::embed_image).
+pub fn model_pixels(image: &Image, v: &VisionConfig) -> Vec<f32> {
+    let filter = match v.projector {
+        Projector::PaliGemma => Resample::Bicubic,
+        Projector::Gemma3 => Resample::Bilinear,
+    };
+    preprocess(image, v.encoder.image_size as u32, [0.5; 3], [0.5; 3], filter)
+}
+
+/// `PaliGemmaProcessor`'s layout: `<image>` × (tokens_per_image · n_images), `<bos>`, the prompt, `\n`
+/// (the prefix, attending bidirectionally), then with a suffix: its tokens and `<eos>` (causal).
+/// The prompt is a task such as `caption en`, `answer en what is this?`, `detect cat ; dog`, `ocr`.
+/// Control-token strings in the prompt are not parsed (a user's `<eos>` stays text); `<locNNNN>` and the
+/// other user-defined tokens are, as the processor's tokenizer does.
+pub fn paligemma_prompt(
+    tok: &Tokenizer,
+    v: &VisionConfig,
+    n_images: usize,
+    prompt: &str,
+    suffix: Option<&str>,
+) -> Result<ImagePrompt> {
+    let bos = tok.bos_id().ok_or_else(|| Error::Tokenizer("the tokenizer has no <bos> token, which PaliGemma prompts begin with".into()))?;
+    let text = EncodeOptions { add_bos: false, parse_special: false };
+    let n = v.tokens_per_image;
+    let mut ids = vec![v.image_token_id; n * n_images];
+    ids.push(bos);
+    ids.extend(tok.encode(&format!("{prompt}\n"), text));
+    let prefix = ids.len();
+    if let Some(s) = suffix {
+        ids.extend(tok.encode(s, text));
+        ids.push(tok.eos_id().ok_or_else(|| Error::Tokenizer("the tokenizer has no <eos> token to end a suffix".into()))?);
+    }
+    Ok(ImagePrompt { ids, image_at: (0..n_images).map(|i| i * n).collect(), bidirectional: vec![0..prefix] })
+}
+
+/// Placeholders laid out by the caller (e.g. `gemma logits --ids`): each run of `tokens_per_image`
+/// consecutive `image_token_id`s is one image. Errors: a run whose length is not a multiple of
+/// `tokens_per_image`, or a number of images other than `n_images`.
+pub fn find_images(ids: &[u32], v: &VisionConfig, n_images: usize) -> Result<Vec<usize>> {
+    let n = v.tokens_per_image;
+    let mut at = Vec::new();
+    let mut i = 0;
+    while i < ids.len() {
+        if ids[i] != v.image_token_id {
+            i += 1;
+            continue;
+        }
+        let run = ids[i..].iter().take_while(|&&t| t == v.image_token_id).count();
+        if run % n != 0 {
+            return Err(Error::Invalid(format!(
+                "{run} image placeholders (id {}) at offset {i}: each image takes exactly {n}",
+                v.image_token_id
+            )));
+        }
+        at.extend((0..run / n).map(|k| i + k * n));
+        i += run;
+    }
+    if at.len() != n_images {
+        return Err(Error::Invalid(format!(
+            "the ids hold placeholders for {} image(s) ({n} ids of {} each), but {n_images} image(s) were given",
+            at.len(),
+            v.image_token_id
+        )));
+    }
+    Ok(at)
+}
