@@ -170,3 +170,61 @@ fn errors_are_one_clear_line() {
     std::fs::create_dir_all(&empty).unwrap();
     assert_clean_failure(&gemma(&["inspect", "--model", empty.to_str().unwrap()]), "no config.json");
 }
+
+/// `gemma logits --image`: the image file goes through the model's preprocessing and encoder; the logits of
+/// the prefix-only and prefix + suffix prompts match transformers' f64 forward pass, in one pass and with the
+/// suffix decoded one id at a time (--decode; the prefix stays one pass).
+#[test]
+fn paligemma_logits_with_an_image_file() {
+    for case in ["paligemma", "paligemma2"] {
+        let want = expected(case);
+        let model = tiny(case);
+        let image = PathBuf::from(&model).join("image.png").to_string_lossy().into_owned();
+        for c in ["prefix", "prefix_suffix"] {
+            let ids: Vec<String> = want[c]["ids"].as_array().unwrap().iter().map(|v| v.to_string()).collect();
+            let (ids, prefix) = (ids.join(","), want[c]["prefix_len"].to_string());
+            for extra in [&[][..], &["--decode"][..]] {
+                let mut args = vec!["logits", "--model", &model, "--image", &image, "--ids", &ids, "--prefix-len", &prefix];
+                args.extend_from_slice(extra);
+                let got = stdout_json(&gemma(&args));
+                let (g, w) = (got["logits"].as_array().unwrap(), want[c]["logits_f64"].as_array().unwrap());
+                assert_eq!(g.len(), w.len());
+                for (gr, wr) in g.iter().zip(w) {
+                    for (a, b) in gr.as_array().unwrap().iter().zip(wr.as_array().unwrap()) {
+                        assert!((a.as_f64().unwrap() - b.as_f64().unwrap()).abs() <= 1e-4, "{case} {c} {extra:?}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `gemma run --image`: the prompt laid out as PaliGemma's processor does, greedy ids as transformers'
+/// `generate`; --json carries detections (none from a random model) and --annotate writes a PNG of the
+/// original size. Bad inputs fail cleanly.
+#[test]
+fn paligemma_run_with_an_image() {
+    let want = expected("paligemma");
+    let model = tiny("paligemma");
+    let image = PathBuf::from(&model).join("image.png").to_string_lossy().into_owned();
+    let out = std::env::temp_dir().join(format!("gemma-cli-annotate-{}.png", std::process::id()));
+    let n = want["greedy"]["generated"].as_array().unwrap().len().to_string();
+    let j = stdout_json(&gemma(&["run", "-m", &model, "--image", &image, "caption en", "--temperature", "0", "-n", &n, "--json", "--annotate", out.to_str().unwrap()]));
+    assert_eq!(j["ids"], want["greedy"]["generated"]);
+    assert_eq!(j["detections"], serde_json::json!([]));
+    assert_eq!((j["image"]["width"].as_u64(), j["image"]["height"].as_u64()), (Some(32), Some(32)));
+    assert_eq!(image::image_dimensions(&out).unwrap(), (32, 32));
+    let _ = std::fs::remove_file(&out);
+
+    let text = std::env::temp_dir().join(format!("gemma-cli-not-an-image-{}.png", std::process::id()));
+    std::fs::write(&text, "just some text, named .png").unwrap();
+    let o = gemma(&["run", "-m", &model, "--image", text.to_str().unwrap(), "caption en"]);
+    assert_clean_failure(&o, "not an image");
+    let _ = std::fs::remove_file(&text);
+    let o = gemma(&["run", "-m", &model, "--image", "/no/such/file.png", "caption en"]);
+    assert_clean_failure(&o, "/no/such/file.png");
+    let o = gemma(&["run", "-m", &tiny("recurrent_gemma"), "--image", &image, "caption en"]);
+    assert_clean_failure(&o, "no image encoder");
+    let o = gemma(&["logits", "--model", &model, "--image", &image, "--ids", "2,3,4"]);
+    assert_clean_failure(&o, "placeholders for 0 image(s)");
+}
