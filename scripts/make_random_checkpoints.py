@@ -7,7 +7,8 @@ Writes, under OUT/<shape>/:
   <shape>-q8_0.gguf, <shape>-q4_0.gguf   GGUF files llama.cpp and gemma-rs both load (norms F32; the
                  tokenizer metadata is the default model's, cut to this model's vocabulary, so llama.cpp loads it)
 
-RecurrentGemma shapes (recurrentgemma-2b, -9b) are written as hf-bf16 only: no GGUF format exists for them.
+RecurrentGemma shapes (recurrentgemma-2b, -9b) and PaliGemma ones (paligemma-3b-pt-224, paligemma2-3b-pt-224; --image-size
+448 or 896 for the larger inputs) are written as hf-bf16 only (under the Hub's tensor names for PaliGemma).
 
 Usage (needs numpy, safetensors and the `gguf` package, e.g. the venv tools/fixtures uses):
     python scripts/make_random_checkpoints.py --shape gemma-2b --out /tmp/gemma-random [--formats bf16,q8_0,q4_0]
@@ -22,6 +23,9 @@ def tensors(cfg, rng):
     """(HF name, GGUF name, shape, is_norm) for every tensor, in file order."""
     if cfg["model_type"] == "recurrent_gemma":
         yield from recurrent_tensors(cfg)
+        return
+    if cfg["model_type"] == "paligemma":
+        yield from paligemma_tensors(cfg)
         return
     d, f, L = cfg["hidden_size"], cfg["intermediate_size"], cfg["num_hidden_layers"]
     hd, nh, nkv, V = cfg["head_dim"], cfg["num_attention_heads"], cfg["num_key_value_heads"], cfg["vocab_size"]
@@ -81,6 +85,39 @@ def recurrent_tensors(cfg):
         yield m + "down_proj.weight", None, (d, f), False
         yield m + "down_proj.bias", None, (d,), True
     yield "model.final_norm.weight", None, (d,), True
+
+def paligemma_tensors(cfg):
+    """PaliGemma under the Hub checkpoints' names: the SigLIP tower (`vision_tower.vision_model.*`), the
+    projector (`multi_modal_projector.linear.*`) and the Gemma / Gemma 2 text model (`language_model.model.*`)."""
+    v, t = cfg["vision_config"], cfg["text_config"]
+    d, f, p, n = v["hidden_size"], v["intermediate_size"], v["patch_size"], (v["image_size"] // v["patch_size"]) ** 2
+    e = "vision_tower.vision_model."
+    yield e + "embeddings.patch_embedding.weight", None, (d, 3, p, p), False
+    yield e + "embeddings.patch_embedding.bias", None, (d,), True
+    yield e + "embeddings.position_embedding.weight", None, (n, d), False
+    for i in range(v["num_hidden_layers"]):
+        l = f"{e}encoder.layers.{i}."
+        for ln in ("layer_norm1", "layer_norm2"):
+            yield l + ln + ".weight", None, (d,), True
+            yield l + ln + ".bias", None, (d,), True
+        for proj in ("q_proj", "k_proj", "v_proj", "out_proj"):
+            yield l + f"self_attn.{proj}.weight", None, (d, d), False
+            yield l + f"self_attn.{proj}.bias", None, (d,), True
+        yield l + "mlp.fc1.weight", None, (f, d), False
+        yield l + "mlp.fc1.bias", None, (f,), True
+        yield l + "mlp.fc2.weight", None, (d, f), False
+        yield l + "mlp.fc2.bias", None, (d,), True
+    yield e + "post_layernorm.weight", None, (d,), True
+    yield e + "post_layernorm.bias", None, (d,), True
+    yield "multi_modal_projector.linear.weight", None, (t["hidden_size"], d), False
+    yield "multi_modal_projector.linear.bias", None, (t["hidden_size"],), True
+    gemma2 = t["model_type"] == "gemma2"
+    for hf, _, shape, norm in tensors(t, None):
+        yield "language_model." + hf, None, shape, norm
+        if gemma2 and hf.endswith("post_attention_layernorm.weight"):
+            base = hf[: -len("post_attention_layernorm.weight")]
+            yield "language_model." + base + "pre_feedforward_layernorm.weight", None, shape, True
+            yield "language_model." + base + "post_feedforward_layernorm.weight", None, shape, True
 
 def random(rng, shape, norm):
     if norm:
@@ -180,8 +217,9 @@ def write_gguf(cfg, path, qtype, seed, tok_source):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--shape", default="gemma-2b", choices=["gemma-2b", "gemma-7b", "recurrentgemma-2b", "recurrentgemma-9b"],
-                    help="a model of crates/gemma/src/model/presets.json; RecurrentGemma shapes are written as bf16 only")
+    ap.add_argument("--shape", default="gemma-2b", choices=["gemma-2b", "gemma-7b", "recurrentgemma-2b", "recurrentgemma-9b", "paligemma-3b-pt-224", "paligemma2-3b-pt-224"],
+                    help="a model of crates/gemma/src/model/presets.json; RecurrentGemma and PaliGemma shapes are written as bf16 only")
+    ap.add_argument("--image-size", type=int, help="PaliGemma: the SigLIP input size (224, 448 or 896; the position embedding grows with it)")
     ap.add_argument("--out", required=True)
     ap.add_argument("--formats", default="bf16,q8_0,q4_0")
     ap.add_argument("--tokenizer-from", default=os.path.expanduser("~/.cache/gemma-rs/gemma-3-270m-q4_k_m.gguf"))
@@ -191,9 +229,17 @@ def main():
     cfg = {k: v for k, v in cfg.items()}
     out = pathlib.Path(a.out) / a.shape
     formats = a.formats.split(",")
-    if cfg["model_type"] == "recurrent_gemma" and formats != ["bf16"]:
-        print(f"{a.shape}: only bf16 safetensors (no GGUF format exists for RecurrentGemma)", flush=True)
+    if cfg["model_type"] in ("recurrent_gemma", "paligemma") and formats != ["bf16"]:
+        print(f"{a.shape}: only bf16 safetensors (gemma-rs reads no GGUF of this model)", flush=True)
         formats = ["bf16"]
+    if a.image_size:
+        if cfg["model_type"] != "paligemma":
+            sys.exit("--image-size is for PaliGemma shapes")
+        cfg["vision_config"] = dict(cfg["vision_config"], image_size=a.image_size)
+        n = (a.image_size // cfg["vision_config"]["patch_size"]) ** 2
+        cfg["vision_config"]["num_image_tokens"] = n
+        cfg["text_config"] = dict(cfg["text_config"], num_image_tokens=n)
+        out = out.parent / f"{a.shape.replace('-224', '')}-{a.image_size}"
     for fmt in formats:
         if fmt == "bf16":
             write_hf(cfg, out / "hf-bf16", a.seed)

@@ -16,6 +16,7 @@ use super::common;
   gemma bench -p 0 -n 64 -d 128,4096           decode after 128 and after 4096 positions of context
 
 pp N: an N-token prompt processed in one pass (tokens/s).
+imageS: (vision models) one S×S image through the encoder and projector (images/s; the text's ms per image).
 tg N: N tokens generated one at a time after a 1-token prompt (tokens/s); sampling is skipped, so
       the measured loop is the forward pass, as llama-bench measures it.
 @ dD: the same test after D positions of context (prefilled once, untimed, in 512-token chunks; each
@@ -54,6 +55,8 @@ pub struct Args {
 
 struct Row {
     test: String,
+    /// What `mean` counts per second: "tokens", or "images" for the image encoder.
+    unit: &'static str,
     threads: usize,
     mean: f64,
     stddev: f64,
@@ -80,17 +83,27 @@ pub fn run(a: Args) -> Result<()> {
         }
         let pool = ThreadPool::new(t);
         let bandwidth = a.bandwidth.then(|| gemma::kernels::bandwidth::read_bandwidth(&pool, 1 << 30, 5) / 1e9);
+        if let Some(v) = &model.config.vision {
+            let size = v.encoder.image_size;
+            let pixels: Vec<f32> = (0..3 * size * size).map(|i| ((i * 2654435761) % 255) as f32 / 127.5 - 1.0).collect();
+            let r = measure(a.reps, || {
+                let t = Instant::now();
+                model.embed_image(&pool, &pixels)?;
+                Ok(1.0 / t.elapsed().as_secs_f64())
+            })?;
+            rows.push(Row { test: format!("image{size}"), unit: "images", threads: t, mean: r.0, stddev: r.1, gbps: None, bandwidth: None });
+        }
         for &d in &a.depth {
             let longest = a.prompt.iter().chain(&a.gen).max().copied().unwrap_or(0);
             let context = prefill(&model, &pool, d, d + longest + 1)?;
             let name = |test: String| if d == 0 { test } else { format!("{test} @ d{d}") };
             for &p in a.prompt.iter().filter(|&&p| p > 0) {
                 let r = measure(a.reps, || pp(&model, &pool, &context, p))?;
-                rows.push(Row { test: name(format!("pp{p}")), threads: t, mean: r.0, stddev: r.1, gbps: None, bandwidth: None });
+                rows.push(Row { test: name(format!("pp{p}")), unit: "tokens", threads: t, mean: r.0, stddev: r.1, gbps: None, bandwidth: None });
             }
             for &n in a.gen.iter().filter(|&&n| n > 0) {
                 let r = measure(a.reps, || tg(&model, &pool, &context, n))?;
-                rows.push(Row { test: name(format!("tg{n}")), threads: t, mean: r.0, stddev: r.1, gbps: Some(r.0 * per_token as f64 / 1e9), bandwidth });
+                rows.push(Row { test: name(format!("tg{n}")), unit: "tokens", threads: t, mean: r.0, stddev: r.1, gbps: Some(r.0 * per_token as f64 / 1e9), bandwidth });
             }
         }
     }
@@ -99,7 +112,8 @@ pub fn run(a: Args) -> Result<()> {
         let results: Vec<_> = rows
             .iter()
             .map(|r| {
-                let mut v = serde_json::json!({"test": r.test, "threads": r.threads, "tokens_per_s": r.mean, "stddev": r.stddev});
+                let key = if r.unit == "images" { "images_per_s" } else { "tokens_per_s" };
+                let mut v = serde_json::json!({"test": r.test, "threads": r.threads, key: r.mean, "stddev": r.stddev});
                 if let Some(g) = r.gbps {
                     v["weights_gb_per_s"] = g.into();
                 }
@@ -118,6 +132,7 @@ pub fn run(a: Args) -> Result<()> {
             let extra = match (r.gbps, r.bandwidth) {
                 (Some(g), Some(b)) => format!("{g:.1} GB/s = {:.0}% of the {b:.1} GB/s read bandwidth (ceiling {:.1} tok/s)", 100.0 * g / b, b * 1e9 / per_token as f64),
                 (Some(g), None) => format!("{g:.1} GB/s"),
+                _ if r.unit == "images" => format!("images/s: one image ({} tokens) in {:.0} ms", model.config.vision.as_ref().map_or(0, |v| v.tokens_per_image), 1e3 / r.mean),
                 _ => String::new(),
             };
             println!("{:<14} {:>8} {:>14.2} {:>10.2}  {extra}", r.test, r.threads, r.mean, r.stddev);
