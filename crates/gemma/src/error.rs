@@ -50,6 +50,18 @@ pub enum Error {
     #[error("{0}")]
     Tokenizer(String),
 
+    /// A file given as an image that is none: no PNG, JPEG or WebP signature, nor another image format's.
+    #[error("{path}: not an image (expected a PNG, JPEG or WebP file)")]
+    NotAnImage { path: PathBuf },
+
+    /// An image in a format gemma-rs does not decode (GIF, TIFF, BMP, ...).
+    #[error("{path}: a {format} image, which gemma-rs does not read (expected PNG, JPEG or WebP)")]
+    UnsupportedImage { path: PathBuf, format: String },
+
+    /// An image whose header states more pixels than gemma-rs decodes; refused before any pixel is read.
+    #[error("{path}: the image is {width}x{height} pixels, over the limit of {max_pixels} pixels")]
+    ImageTooLarge { path: PathBuf, width: u32, height: u32, max_pixels: u64 },
+
     /// A request the model cannot serve as asked (prompt longer than the context, bad token id, ...).
     #[error("{0}")]
     Invalid(String),

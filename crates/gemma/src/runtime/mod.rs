@@ -1,12 +1,16 @@
 //! Runtime: what turns logits into text — sampling, stop conditions, and the generation loop over a
-//! sequence's state.
+//! sequence's state — and what turns an image file into a vision model's input (`image`).
 
 pub mod generate;
+pub mod image;
 pub mod sampler;
 pub mod stop;
 pub mod text;
 
 pub use generate::Generation;
+pub use self::image::{
+    decode_image, load_image, preprocess, resize, resize_bicubic, resize_bilinear, Image, Resample, MAX_IMAGE_PIXELS,
+};
 pub use sampler::{Sampler, SamplerConfig};
 pub use stop::{stop_token_ids, StopMatcher};
 pub use text::{FinishReason, Step, Stop, StreamEnd, TextStream};
