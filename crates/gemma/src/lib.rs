@@ -8,7 +8,7 @@
 //! - [`kernels`]: model-agnostic compute (matrix × activations per weight type, norms, RoPE, softmax), with
 //!   scalar references and run-time-selected SIMD variants, and the thread pool.
 //! - [`model`]: raw → validated config, presets, weights, the one config-driven Gemma decoder, per-sequence state.
-//! - [`runtime`]: sampling and the generation loop on top of the decoder.
+//! - [`runtime`]: sampling and the generation loop on top of the decoder; image input for the vision models.
 
 pub mod error;
 pub mod formats;

@@ -14,18 +14,18 @@
 //!   ([`preprocess`]).
 //!
 //! [`resize`] reproduces Pillow's `ImagingResample` on 8-bit RGB bit for bit: a separable filter, one pass
-//! per axis whose size changes, each rounding and clipping to 8 bits, the horizontal pass first unless the
-//! height loses more than twice as many pixels as the width (Pillow 13's order; Pillow 12 and older always
-//! ran the horizontal pass first, and differ by a few levels on those images); per output pixel the filter's taps are
+//! per axis whose size changes, each rounding and clipping to 8 bits; per output pixel the filter's taps are
 //! computed in f64, normalised to sum 1 and rounded to 22-bit fixed point, and when shrinking the filter is
-//! widened by the scale factor (antialiasing). The code is this module's own; the numbers are Pillow's, checked
-//! against it in tests/image.rs.
+//! widened by the scale factor (antialiasing). The horizontal pass goes first unless the height loses more
+//! than twice as many pixels as the width: that is Pillow 13's order (Pillow 12 and older always ran the
+//! horizontal pass first, and give results a few levels apart on such images). The code is this module's
+//! own; the numbers are Pillow's, checked against Pillow 13 in tests/image.rs.
 //!
 //! Memory is bounded before decoding: the header's dimensions are read first and an image over
 //! [`MAX_IMAGE_PIXELS`] is refused with [`Error::ImageTooLarge`] without allocating its pixels.
 
 use std::borrow::Cow;
-use std::io::Cursor;
+use std::io::{Cursor, Read};
 use std::path::Path;
 
 use image::metadata::Orientation;
@@ -97,10 +97,16 @@ impl std::fmt::Debug for Image {
     }
 }
 
-/// Reads and decodes the image file at `path` (see [`decode_image`]); errors name the path.
+/// Reads and decodes the image file at `path` (see [`decode_image`]); errors name the path. A file without
+/// an image signature is refused after its first 16 bytes, without reading the rest.
 pub fn load_image(path: impl AsRef<Path>) -> Result<Image> {
     let path = path.as_ref();
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let io = |e| Error::io(path, e);
+    let mut file = std::fs::File::open(path).map_err(io)?;
+    let mut bytes = Vec::new();
+    file.by_ref().take(16).read_to_end(&mut bytes).map_err(io)?;
+    sniff(&bytes, path)?;
+    file.read_to_end(&mut bytes).map_err(io)?;
     decode_image(&bytes, path)
 }
 
@@ -118,7 +124,9 @@ pub fn decode_image(bytes: &[u8], name: impl AsRef<Path>) -> Result<Image> {
     let format = sniff(bytes, name)?;
     let what = format_name(format);
     let corrupt = |e: ImageError| match e {
-        ImageError::Unsupported(u) => Error::format(name, format!("a {what} image using what its decoder lacks: {u}")),
+        ImageError::Unsupported(u) => {
+            Error::format(name, format!("a {what} image with a feature the decoder does not support: {u}"))
+        }
         e => Error::format(name, format!("corrupt or truncated {what} image: {e}")),
     };
     if format == ImageFormat::Jpeg && !jpeg_is_complete(bytes) {
@@ -335,8 +343,8 @@ fn clip8(acc: i32) -> u8 {
     (acc >> PRECISION_BITS).clamp(0, 255) as u8
 }
 
-// No sum can overflow i32: the taps' positive parts add up to at most 1.17 (bicubic's negative lobes are
-// small), so a sum stays below 1.17 · 2^22 · 255 + 2^21 < 1.3 · 10^9 < 2^31.
+// No sum can overflow i32: a pass's positive taps add up to well under 2 (bicubic's negative lobes are
+// small; the most found over every size pair up to 200 is 1.14), and 2 · 2^22 · 255 + 2^21 < 2^31.
 const HALF: i32 = 1 << (PRECISION_BITS - 1);
 
 /// Resizes `rows` (`in_w` pixels each) to `out_w` pixels each.

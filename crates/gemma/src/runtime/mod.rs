@@ -1,5 +1,6 @@
 //! Runtime: what turns logits into text — sampling, stop conditions, and the generation loop over a
-//! sequence's state; reading PaliGemma's location tokens back as boxes.
+//! sequence's state; reading PaliGemma's location tokens back as boxes, and turning an image file into a
+//! vision model's input (`image`, `multimodal`).
 
 pub mod annotate;
 pub mod detect;
