@@ -205,3 +205,47 @@ fn wrong_sized_pixels_are_an_error() {
     let text_only = gemma::load(&dir("gemma_mqa")).unwrap();
     assert!(text_only.embed_image(&pool, &[0.0; 3072]).is_err());
 }
+
+/// A real photo end to end (tests/fixtures/images/photo.jpg, 97×61): ours decodes the JPEG with the `image`
+/// crate where transformers uses Pillow (libjpeg-turbo), which differs by a few levels; everything after the
+/// decode (Pillow's bicubic resize, the processor's arithmetic) is bit-exact (tests/image.rs). This measures
+/// what the decoder difference does to the pixels and to the tiny model's logits.
+#[test]
+fn a_jpeg_photo_end_to_end_differs_from_pillow_only_by_the_decoder() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/images");
+    let exp: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(root.join("expected.json")).unwrap()).unwrap();
+    let entry = &exp["images"]["photo.jpg"];
+    let pil = b64(entry["pixels"].as_str().unwrap());
+    let (w, h) = (entry["width"].as_u64().unwrap() as u32, entry["height"].as_u64().unwrap() as u32);
+    let pil_image = gemma::runtime::Image::from_rgb8(w, h, pil).unwrap();
+    let ours_image = gemma::runtime::load_image(root.join("photo.jpg")).unwrap();
+    let levels = ours_image.as_rgb8().iter().zip(pil_image.as_rgb8()).map(|(a, b)| a.abs_diff(*b)).max().unwrap();
+
+    let (model, _) = gemma::load_with_tokenizer(&dir("paligemma")).unwrap();
+    let v = model.config.vision.clone().unwrap();
+    let (a, b) = (gemma::runtime::multimodal::model_pixels(&pil_image, &v), gemma::runtime::multimodal::model_pixels(&ours_image, &v));
+    let pixel_diff = max_diff(&a, &b) * 127.5; // back to 8-bit levels
+    let pool = ThreadPool::new(1);
+    let e = expected("paligemma");
+    let c = &e.prefix;
+    let run = |pixels: &[f32]| logits(&model, &pool, &c.ids, &model.embed_image(&pool, pixels).unwrap(), 0..c.prefix_len, c.ids.len());
+    let d = max_diff_rows(&run(&a), &run(&b));
+    eprintln!("photo.jpg: decoded pixels differ by up to {levels} levels; after the 32 px resize by {pixel_diff:.2}; tiny PaliGemma's logits by {d:.4}");
+    assert!(levels <= 3, "the JPEG decoders differ by {levels} levels");
+    assert!(pixel_diff <= levels as f32 + 1e-3, "the resize cannot widen the difference: {pixel_diff}");
+}
+
+fn b64(s: &str) -> Vec<u8> {
+    let val = |c: u8| match c {
+        b'A'..=b'Z' => c - b'A',
+        b'a'..=b'z' => c - b'a' + 26,
+        b'0'..=b'9' => c - b'0' + 52,
+        b'+' => 62,
+        _ => 63,
+    };
+    let bytes: Vec<u8> = s.bytes().filter(|&c| c != b'=').map(val).collect();
+    bytes.chunks(4).flat_map(|q| {
+        let n = q.iter().enumerate().fold(0u32, |n, (i, &v)| n | (v as u32) << (18 - 6 * i));
+        [(n >> 16) as u8, (n >> 8) as u8, n as u8].into_iter().take(q.len() - 1)
+    }).collect()
+}
