@@ -305,11 +305,12 @@ impl Weights {
                 .sum::<usize>()
     }
 
-    /// Every matrix, for byte counts and summaries.
+    /// Every matrix (the image tower's included), for byte counts and summaries.
     pub fn matrices(&self) -> impl Iterator<Item = &Matrix> {
         std::iter::once(&self.embed)
             .chain(self.lm_head.iter())
             .chain(self.layers.iter().flat_map(LayerWeights::matrices))
+            .chain(self.vision.iter().flat_map(VisionWeights::matrices))
     }
 
     /// Pick the tensors a config needs out of a store, checking every shape. Errors: a missing tensor (by its
