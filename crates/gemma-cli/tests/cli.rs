@@ -81,6 +81,30 @@ fn inspect_preset_prints_tree_and_count() {
     assert!(out.contains("Total parameters: 2,506,172,416"));
 }
 
+/// `gemma inspect --help` lists every preset.
+#[test]
+fn inspect_help_lists_every_preset() {
+    let o = gemma(&["inspect", "--help"]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success());
+    let listed: Vec<&str> = out.split_whitespace().collect();
+    for (name, _) in gemma::model::presets::PRESETS {
+        assert!(listed.contains(name), "{name} missing from:\n{out}");
+    }
+}
+
+/// A PaliGemma preset by its Hub name: transformers' count (tests/fixtures/presets/counts.json) and what the
+/// 4096 image tokens of 896 px cost.
+#[test]
+fn inspect_paligemma_896_explains_its_image_tokens() {
+    let o = gemma(&["inspect", "--preset", "paligemma-3b-pt-896", "--explain"]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(out.starts_with("PaliGemmaForConditionalGeneration(\n"), "{out}");
+    assert!(out.contains("Total parameters: 2,927,890,160"), "{out}");
+    assert!(out.contains("image tokens = 4096: every patch"), "{out}");
+}
+
 /// The RecurrentGemma folder (safetensors + tokenizer.json) through the text commands: its tokenizer gives the
 /// ids `tokenizers` gave, and run, bench and perplexity complete.
 #[test]

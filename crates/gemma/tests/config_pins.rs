@@ -45,7 +45,15 @@ fn gemma1_sizes() {
 #[test]
 fn gemma2_sizes() {
     // 27B scales queries by 1/sqrt(144) = 1/sqrt(d_model / heads), not 1/sqrt(head_dim = 128).
-    for (name, layers, scalar) in [("gemma2-2b", 26, 256.0), ("gemma2-9b", 42, 256.0), ("gemma2-27b", 46, 144.0)] {
+    // PaliGemma 2's text models are these three (convert_paligemma2_weights_to_hf.py: 256, 256, 4608 // 32).
+    for (name, layers, scalar) in [
+        ("gemma2-2b", 26, 256.0),
+        ("gemma2-9b", 42, 256.0),
+        ("gemma2-27b", 46, 144.0),
+        ("paligemma2-3b", 26, 256.0),
+        ("paligemma2-10b", 42, 256.0),
+        ("paligemma2-28b", 46, 144.0),
+    ] {
         let c = cfg(name);
         assert_eq!(c.n_layers, layers);
         assert!(close(c.query_scale, 1.0 / f64::sqrt(scalar)), "{name}: {}", c.query_scale);

@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use gemma::model::presets::{preset_config, PRESETS};
-use gemma::model::summary::{tree, Node};
+use gemma::model::summary::{explain, tree, Node};
 use gemma::model::Config;
 
 fn fixtures() -> PathBuf {
@@ -92,10 +92,44 @@ fn every_preset_has_transformers_parameter_count() {
 /// The published sizes, rounded as the model names round them.
 #[test]
 fn counts_match_published_sizes() {
-    for (name, billions) in [("gemma-2b", 2.5), ("gemma-7b", 8.5), ("gemma2-2b", 2.6), ("gemma2-9b", 9.2), ("gemma2-27b", 27.2), ("gemma3-1b", 1.0), ("gemma3-27b", 27.0), ("recurrentgemma-2b", 2.7), ("paligemma-3b", 2.9)] {
+    for (name, billions) in [("gemma-2b", 2.5), ("gemma-7b", 8.5), ("gemma2-2b", 2.6), ("gemma2-9b", 9.2), ("gemma2-27b", 27.2), ("gemma3-1b", 1.0), ("gemma3-27b", 27.0), ("recurrentgemma-2b", 2.7), ("paligemma-3b", 2.9), ("paligemma2-3b", 3.0), ("paligemma2-10b", 9.7), ("paligemma2-28b", 27.7)] {
         let p = arch(name).params() as f64 / 1e9;
         assert!((p - billions).abs() < 0.05, "{name}: {p:.3}B");
     }
     let p = arch("gemma3-270m").params();
     assert!((p as f64 / 1e6 - 268.0).abs() < 1.0, "{p}");
+}
+
+fn explained(name: &str) -> String {
+    explain(&Config::from_hf_json(preset_config(name).unwrap(), std::path::Path::new(name)).unwrap())
+}
+
+/// The resolution variants differ only in the image: (size / 14)^2 patches, each one image token (and one row
+/// of the vision tower's position embedding), the rest of the model unchanged.
+#[test]
+fn paligemma_resolutions_change_only_the_image_tokens() {
+    for (small, large) in [("paligemma-3b", "paligemma-3b-896"), ("paligemma2-3b", "paligemma2-3b-448"), ("paligemma2-3b", "paligemma2-3b-896")] {
+        let (a, b) = (arch(small), arch(large));
+        let tokens = |n: &str| Config::from_hf_json(preset_config(n).unwrap(), std::path::Path::new(n)).unwrap().vision.unwrap().tokens_per_image;
+        assert_eq!(b.params() - a.params(), ((tokens(large) - tokens(small)) * 1152) as u64, "{large}");
+    }
+    let r = arch("paligemma-3b-896").repr();
+    assert!(r.contains("(position_embedding): Embedding(4096, 1152)"), "{r}");
+}
+
+#[test]
+fn explain_states_what_an_image_costs() {
+    let e = explained("paligemma-3b-896");
+    assert!(e.contains("image_size = 896 px, patch_size = 14: SigLIP cuts an image into 64 x 64 = 4096 patches"), "{e}");
+    assert!(e.contains("image tokens = 4096: every patch, projected to d_model (1152 -> 2048, with bias), is one position of the text stream"), "{e}");
+    // 4096 of 8192 positions; MQA, 18 layers x 2 x 256 bf16 numbers = 18 KiB per position.
+    assert!(e.contains("One image takes 4096 of the 8192 positions (50%) and 72.0 MiB of KV cache in bf16"), "{e}");
+    // PaliGemma 1 has no sliding window; PaliGemma 2 at 896 px fills its 4096-position window, at 224 px it does not.
+    assert!(!e.contains("sliding_window"), "{e}");
+    let e = explained("paligemma2-3b-896");
+    assert!(e.contains("fill the local layers' sliding_window = 4096: the prefix still attends to all of itself, but text after it reaches the first image rows only through the 13 global layers"), "{e}");
+    assert!(!explained("paligemma2-3b").contains("fill the local layers"));
+    assert!(explained("paligemma2-28b").contains("image tokens = 256: every patch, projected to d_model (1152 -> 4608, with bias)"));
+    let e = explained("gemma3-4b");
+    assert!(e.contains("image tokens = 256: the 4096 patch rows are average-pooled in 4 x 4 blocks"), "{e}");
 }

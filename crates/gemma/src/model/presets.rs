@@ -25,7 +25,13 @@ pub const PRESETS: &[(&str, &str)] = &[
     ("recurrentgemma-2b", "recurrentgemma-2b"),
     ("recurrentgemma-9b", "recurrentgemma-9b"),
     ("paligemma-3b", "paligemma-3b-pt-224"),
+    ("paligemma-3b-448", "paligemma-3b-pt-448"),
+    ("paligemma-3b-896", "paligemma-3b-pt-896"),
     ("paligemma2-3b", "paligemma2-3b-pt-224"),
+    ("paligemma2-3b-448", "paligemma2-3b-pt-448"),
+    ("paligemma2-3b-896", "paligemma2-3b-pt-896"),
+    ("paligemma2-10b", "paligemma2-10b-pt-224"),
+    ("paligemma2-28b", "paligemma2-28b-pt-224"),
 ];
 
 fn all() -> &'static Value {

@@ -7,7 +7,7 @@
 
 use std::fmt::Write;
 
-use super::config::{AttentionScope, Config, Family, Mixer, Projector, SiglipConfig};
+use super::config::{AttentionScope, Config, Family, Mixer, Projector, SiglipConfig, VisionConfig};
 use super::state::state_bytes;
 
 /// A module of the tree: its class, constructor arguments (for leaves), own parameters and children.
@@ -524,5 +524,71 @@ pub fn explain(c: &Config) -> String {
         v
     };
     let _ = writeln!(s, "rope: rotary position embedding ({}); a larger base rotates slower and reaches further, a linear factor stretches positions to extend the context.", ropes.join("; "));
+    if let Some(v) = &c.vision {
+        vision_lines(c, v, &mut s);
+    }
     s
+}
+
+/// `--explain` for the image side: patches, what one image costs the encoder, and how many positions of the
+/// text stream (and of its KV cache) it takes.
+fn vision_lines(c: &Config, v: &VisionConfig, s: &mut String) {
+    let e = &v.encoder;
+    let (side, n, t) = (e.patches_per_side(), e.n_patches(), v.tokens_per_image);
+    let tower = siglip_tree(e);
+    // Multiply-adds: every weight of the encoder layers once per patch, plus q.k and the weighted sum of v
+    // over all pairs of patches in every layer (full attention); 2 FLOPs each.
+    let layer_weights = tower.params() - (3 * e.patch_size * e.patch_size * e.d_model + e.d_model + n * e.d_model + 2 * e.d_model) as u64;
+    let dense = 2.0 * layer_weights as f64 * n as f64;
+    let attn = (e.n_layers * 4 * n * n * e.d_model) as f64;
+    let _ = writeln!(
+        s,
+        "image_size = {} px, patch_size = {}: SigLIP cuts an image into {side} x {side} = {n} patches and runs its {} layers (d_model {}, {} parameters) over all of them with full attention; encoding one image costs about {:.2} TFLOP, {:.0}% of it attention between patches, which grows with the square of the patch count (twice the image side: 4x the patches, 16x the attention).",
+        e.image_size,
+        e.patch_size,
+        e.n_layers,
+        e.d_model,
+        human(tower.params()),
+        (dense + attn) / 1e12,
+        100.0 * attn / (dense + attn)
+    );
+    let (_, _, kv_image) = kv_cache_bytes(c, t, 2);
+    let share = 100.0 * t as f64 / c.context_len as f64;
+    match v.projector {
+        Projector::PaliGemma => {
+            let _ = writeln!(
+                s,
+                "image tokens = {t}: every patch, projected to d_model ({} -> {}, with bias), is one position of the text stream, ahead of <bos> and the prompt; image and prompt form one prefix that attends to itself both ways. One image takes {t} of the {} positions ({share:.0}%) and {} of KV cache in bf16 before the prompt's first token.",
+                e.d_model,
+                v.projection_dim,
+                c.context_len,
+                bytes_human(kv_image as f64)
+            );
+        }
+        Projector::Gemma3 => {
+            let k = side / (t as f64).sqrt().round() as usize;
+            let _ = writeln!(
+                s,
+                "image tokens = {t}: the {n} patch rows are average-pooled in {k} x {k} blocks, RMS-normalized and projected to d_model (no bias); each image takes {t} positions of the text stream ({share:.1}% of {}), plus <start_of_image>, <end_of_image> and the newlines around them, and {} of KV cache in bf16; an image's rows attend to each other both ways.",
+                c.context_len,
+                bytes_human(kv_image as f64)
+            );
+        }
+    }
+    // A prefix (image, <bos>, prompt, "\n") at least as long as the local layers' window: the first token after
+    // it, at index P >= window, sees keys j > P - window only, so the first image rows reach it through the
+    // global layers alone (transformers ORs the prefix block onto the sliding mask: the prefix sees all of itself).
+    let window = c.attention_layers().find_map(|l| match l.scope {
+        AttentionScope::Local { window } => Some(window),
+        AttentionScope::Global => None,
+    });
+    if let (Projector::PaliGemma, Some(w)) = (v.projector, window) {
+        if t + 2 >= w {
+            let n_global = c.attention_layers().filter(|l| l.scope == AttentionScope::Global).count();
+            let _ = writeln!(
+                s,
+                "the {t} image tokens, with <bos> and the newline that closes the prompt, fill the local layers' sliding_window = {w}: the prefix still attends to all of itself, but text after it reaches the first image rows only through the {n_global} global layers."
+            );
+        }
+    }
 }
