@@ -76,6 +76,8 @@ impl KvView<'_> {
 ///   every key of that span, later ones included (PaliGemma's prefix-LM is one span `0..prefix_len`; Gemma 3's
 ///   images are one span per image's soft tokens). This is OR'ed with the causal/window mask, as transformers'
 ///   `or_mask_function` combines them, so the union stays contiguous (both contain `p`);
+///   With `window_bounds_spans` (Gemma 3's image blocks: transformers AND's its sliding-window overlay after the
+///   OR), a span only adds its *later* keys: the window still bounds the past, even inside the span;
 /// - not causal (an encoder, e.g. an image tower): every key `0..len`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Mask<'a> {
@@ -85,23 +87,26 @@ pub struct Mask<'a> {
     /// Sorted, disjoint ranges of absolute positions attending bidirectionally within themselves; only
     /// meaningful with `causal`.
     pub bidirectional: &'a [Range<usize>],
+    /// The sliding window also bounds the keys a span adds (Gemma 3); otherwise a query in a span sees the
+    /// whole span whatever the window (PaliGemma 2's prefix).
+    pub window_bounds_spans: bool,
 }
 
 impl<'a> Mask<'a> {
     /// Keys `..= p`.
     pub const fn causal() -> Mask<'static> {
-        Mask { causal: true, window: None, bidirectional: &[] }
+        Mask { causal: true, window: None, bidirectional: &[], window_bounds_spans: false }
     }
 
     /// Keys `p + 1 - window ..= p`. Panics if `window` is 0.
     pub fn sliding(window: usize) -> Mask<'static> {
         assert!(window >= 1, "a sliding window must include the query's own position");
-        Mask { causal: true, window: Some(window), bidirectional: &[] }
+        Mask { causal: true, window: Some(window), bidirectional: &[], window_bounds_spans: false }
     }
 
     /// No mask (an encoder): every key.
     pub const fn none() -> Mask<'static> {
-        Mask { causal: false, window: None, bidirectional: &[] }
+        Mask { causal: false, window: None, bidirectional: &[], window_bounds_spans: false }
     }
 
     /// This mask OR'ed with bidirectional attention inside each span. Panics unless the spans are sorted and
@@ -132,7 +137,9 @@ impl<'a> Mask<'a> {
         let i = self.bidirectional.partition_point(|s| s.end <= pos);
         if let Some(s) = self.bidirectional.get(i) {
             if s.start <= pos {
-                r.start = r.start.min(s.start);
+                if !self.window_bounds_spans {
+                    r.start = r.start.min(s.start);
+                }
                 r.end = r.end.max(s.end);
             }
         }
@@ -376,9 +383,18 @@ mod tests {
     /// Key `j` visible from query `p`, key by key as transformers' mask functions say it (independently of
     /// `Mask::visible`): `causal_mask_function` (j <= p) and `sliding_window_overlay` (p - j < w) AND'ed,
     /// then OR'ed (`or_mask_function`) with "p and j in the same bidirectional span"; no mask sees everything.
+    /// With `window_bounds_spans` (Gemma 3) the window overlay is AND'ed after the OR instead.
     fn sees(mask: &Mask, p: usize, j: usize) -> bool {
-        let causal = !mask.causal || (j <= p && !matches!(mask.window, Some(w) if p - j >= w));
-        causal || mask.bidirectional.iter().any(|s| s.contains(&p) && s.contains(&j))
+        let in_window = !matches!(mask.window, Some(w) if j <= p && p - j >= w);
+        let same_span = mask.bidirectional.iter().any(|s| s.contains(&p) && s.contains(&j));
+        if !mask.causal {
+            return true;
+        }
+        if mask.window_bounds_spans {
+            in_window && (j <= p || same_span)
+        } else {
+            (j <= p && in_window) || same_span
+        }
     }
 
     /// The definition, densely and in f64: for each query and head, the scores of the keys it sees (of all `t`
@@ -513,6 +529,8 @@ mod tests {
             Mask::causal().with_bidirectional(&images),
             Mask::sliding(7).with_bidirectional(&images),
             Mask::sliding(40).with_bidirectional(&images),
+            Mask { window_bounds_spans: true, ..Mask::sliding(7).with_bidirectional(&images) },
+            Mask { window_bounds_spans: true, ..Mask::sliding(40).with_bidirectional(&images) },
             Mask::none(),
         ];
         let mut worst = 0f64;

@@ -427,7 +427,7 @@ impl Model {
             }
             // The chunk's bidirectional spans in absolute positions (no allocation when there are none).
             let spans: Vec<Range<usize>> = ch.bidirectional.iter().map(|r| p0 + r.start..p0 + r.end).collect();
-            let (view, mask) = (kv.view(p0 + n), layer_mask(scope, &spans));
+            let (view, mask) = (kv.view(p0 + n), layer_mask(scope, &spans, self.config.window_bounds_spans));
             let (q, att) = (&q[row * qd..(row + n) * qd], &mut att[row * qd..(row + n) * qd]);
             attend(pool, &heads, q, p0, &view, &mask, att);
             row += n;
@@ -538,11 +538,12 @@ fn add_residual(x: &mut [f32], y: &mut [f32], post_norm: Option<&[f32]>, eps: f3
 }
 
 /// The mask of a layer's attention scope (global layers see every earlier position, local ones a sliding
-/// window), with the chunk's bidirectional spans (absolute positions) OR'ed in.
-fn layer_mask(scope: AttentionScope, bidirectional: &[Range<usize>]) -> Mask<'_> {
+/// window), with the chunk's bidirectional spans (absolute positions) OR'ed in; with `window_bounds_spans`
+/// (Gemma 3) a local layer's window still bounds the past inside a span.
+fn layer_mask(scope: AttentionScope, bidirectional: &[Range<usize>], window_bounds_spans: bool) -> Mask<'_> {
     let mask = match scope {
         AttentionScope::Global => Mask::causal(),
         AttentionScope::Local { window } => Mask::sliding(window),
     };
-    mask.with_bidirectional(bidirectional)
+    Mask { window_bounds_spans, ..mask.with_bidirectional(bidirectional) }
 }

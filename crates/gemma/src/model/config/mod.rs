@@ -170,6 +170,10 @@ pub struct Config {
     /// Added to a sequence index to give its RoPE position: 1 for PaliGemma, which counts positions from 1
     /// (transformers: `position_ids = cache_position + 1`), 0 otherwise.
     pub position_offset: usize,
+    /// In a local layer the sliding window also bounds the past keys of a bidirectional span (Gemma 3's image
+    /// blocks: transformers AND's its window after OR'ing the blocks in); otherwise a position in a span sees
+    /// the whole span (PaliGemma 2's prefix). Moot when spans are shorter than the window, as in the releases.
+    pub window_bounds_spans: bool,
 }
 
 impl Config {
@@ -600,6 +604,7 @@ impl Config {
                 Some(v) if v.projector == Projector::PaliGemma => 1,
                 _ => 0,
             },
+            window_bounds_spans: matches!(&vision, Some(v) if v.projector == Projector::Gemma3),
             vision,
         })
     }
