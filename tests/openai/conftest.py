@@ -1,7 +1,8 @@
 """Starts `gemma serve` on a free loopback port for the OpenAI-client tests.
 
-Needs GEMMA_MODEL (the real model, as for the Rust tests; `.ci/run` sets it) and the release binary
-(GEMMA_BIN, default target/release/gemma, or $CARGO_TARGET_DIR/release/gemma).
+Needs the release binary (GEMMA_BIN, default target/release/gemma, or $CARGO_TARGET_DIR/release/gemma) and,
+except for the tests on a committed tiny checkpoint (TINY_PALIGEMMA), GEMMA_MODEL (the real model, as for the
+Rust tests; `.ci/run` sets it).
 """
 
 import contextlib
@@ -17,6 +18,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
+# The tiny random PaliGemma checkpoint (a folder: config, safetensors, tokenizer) and its 32x32 test images.
+TINY_PALIGEMMA = REPO / "tests" / "fixtures" / "tiny" / "paligemma"
 
 
 def gemma_bin():
@@ -60,12 +63,13 @@ class Server:
             raise
 
 
-def start_server(*args):
-    model = os.environ.get("GEMMA_MODEL")
+def start_server(*args, model=None):
+    """`gemma serve` on `model` (default: GEMMA_MODEL, the test skipped without it)."""
+    model = model or os.environ.get("GEMMA_MODEL")
     if not model:
         pytest.skip("set GEMMA_MODEL to gemma-3-270m-q4_k_m.gguf (scripts/fetch-model.sh) to run the OpenAI-client tests")
     port = free_port()
-    cmd = [gemma_bin(), "serve", "-m", model, "--port", str(port), "-q", *args]
+    cmd = [gemma_bin(), "serve", "-m", str(model), "--port", str(port), "-q", *args]
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL)
     server = Server(proc, port)
     deadline = time.time() + 120
@@ -83,8 +87,8 @@ def start_server(*args):
 
 
 @contextlib.contextmanager
-def running(*args):
-    server = start_server(*args)
+def running(*args, model=None):
+    server = start_server(*args, model=model)
     try:
         yield server
     finally:

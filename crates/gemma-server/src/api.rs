@@ -6,7 +6,18 @@
 //! off unless given, so a client that sends only OpenAI fields gets OpenAI's semantics. Unknown fields are
 //! ignored, as OpenAI ignores them; fields this server cannot honour (`logprobs`, `tools`, `n` > 1, ...)
 //! are refused with a 400 rather than silently dropped.
+//!
+//! Images: a chat message's content may hold `{"type": "image_url", "image_url": {"url": "data:image/png;base64,..."}}`
+//! parts (OpenAI's shape; `detail` is accepted and ignored). Only inline `data:` URLs with base64 data are
+//! read: this server fetches nothing, neither remote URLs nor file paths. The image is decoded (PNG, JPEG or
+//! WebP) and preprocessed here, on the HTTP side, so that the scheduler thread only runs the vision encoder.
+//! Which models take images, and how the prompt is laid out, is told by [`ChatRequest`]'s `prepare`.
 
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+use base64::Engine as _;
+use gemma::model::config::{Projector, VisionConfig};
+use gemma::runtime::image::decode_image;
+use gemma::runtime::multimodal::{model_pixels, paligemma_prompt};
 use gemma::runtime::SamplerConfig;
 use gemma::tokenizer::{ChatTemplate, FimTokens, Message, Tokenizer};
 use serde::de::DeserializeOwned;
@@ -14,6 +25,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::error::ApiError;
+use crate::scheduler::ImageInput;
 
 /// Fields shared by `/v1/chat/completions` and `/v1/completions`.
 #[derive(Debug, Default, Deserialize)]
@@ -64,7 +76,7 @@ pub struct ChatMessage {
     pub content: Option<Content>,
 }
 
-/// A message's content: a string, or a list of parts of which only text parts are understood.
+/// A message's content: a string, or a list of parts (text and images).
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
 pub enum Content {
@@ -72,11 +84,20 @@ pub enum Content {
     Parts(Vec<ContentPart>),
 }
 
+/// `{"type": "text", "text": ...}` or `{"type": "image_url", "image_url": {"url": ..., "detail": ...}}`.
 #[derive(Debug, Deserialize)]
 pub struct ContentPart {
     #[serde(rename = "type")]
     pub kind: String,
     pub text: Option<String>,
+    pub image_url: Option<ImageUrl>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ImageUrl {
+    pub url: String,
+    /// OpenAI's `auto`/`low`/`high`: the model's processor decides the resolution, so it is ignored.
+    pub detail: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -141,6 +162,8 @@ pub struct Limits<'a> {
     pub vocab: usize,
     /// The model's stop ids.
     pub stop_ids: &'a [u32],
+    /// The model's vision tower, if it has one.
+    pub vision: Option<&'a VisionConfig>,
 }
 
 /// A validated request: the job's content and how to answer.
@@ -155,9 +178,25 @@ pub struct Prepared {
     pub include_usage: bool,
     /// The model name to echo back.
     pub model: Option<String>,
+    /// The request's image, decoded and preprocessed for the vision encoder.
+    pub image: Option<ImageInput>,
+    /// The image's size in pixels (width, height), for the boxes of a PaliGemma answer.
+    pub image_size: Option<(u32, u32)>,
 }
 
 impl Request<ChatRequest> {
+    /// The conversation as a prompt: through the model's chat template, or, with an image, as PaliGemma
+    /// prompts are laid out.
+    ///
+    /// Images are for PaliGemma, which has no chat template: it is a single-turn task model trained on
+    /// prompts such as `caption en`, `detect cat`, `answer en what is this?` after exactly one image. So a
+    /// request with an image takes exactly one (a 400 otherwise), the last message must be the user's, and
+    /// the text parts of that message are the task prompt, laid out by `paligemma_prompt` (image
+    /// placeholders, `<bos>`, the prompt, `\n`: the prefix, which attends bidirectionally) instead of the
+    /// template; earlier messages have no place in that layout and are not part of the prompt. A chat request
+    /// without an image cannot be laid out for PaliGemma and is refused (raw text goes through
+    /// `/v1/completions`). An image for a text-only model is a 400 saying so; Gemma 3's images are not
+    /// supported yet (a 400).
     pub fn prepare(self, l: &Limits) -> Result<Prepared, ApiError> {
         let Request { body: req, common } = self;
         if req.logprobs == Some(true) {
@@ -174,11 +213,29 @@ impl Request<ChatRequest> {
         if req.messages.is_empty() {
             return Err(ApiError::invalid_param("messages", "`messages` must hold at least one message"));
         }
-        let messages = req.messages.iter().enumerate().map(|(i, m)| to_message(i, m)).collect::<Result<Vec<_>, _>>()?;
-        let prompt = l
-            .tokenizer
-            .encode_chat(l.template, &messages)
-            .map_err(|e| ApiError::invalid_param("messages", format!("the chat template refused the conversation: {e}")))?;
+        let mut images = Vec::new();
+        let messages = req.messages.iter().enumerate().map(|(i, m)| to_message(i, m, &mut images)).collect::<Result<Vec<_>, _>>()?;
+        let paligemma = l.vision.filter(|v| v.projector == Projector::PaliGemma);
+        let (prompt, image) = match (images.is_empty(), paligemma) {
+            (true, None) => {
+                let ids = l
+                    .tokenizer
+                    .encode_chat(l.template, &messages)
+                    .map_err(|e| ApiError::invalid_param("messages", format!("the chat template refused the conversation: {e}")))?;
+                (ids, None)
+            }
+            (true, Some(_)) => {
+                return Err(ApiError::invalid_param(
+                    "messages",
+                    "this model is PaliGemma, which answers about an image and has no chat template: send one image_url part with the task \
+                     (e.g. `caption en`), or raw text to /v1/completions",
+                ))
+            }
+            (false, _) => {
+                let (ids, image) = image_prompt(l, &messages, images)?;
+                (ids, Some(image))
+            }
+        };
         let max_tokens = match (req.max_completion_tokens, common.max_tokens) {
             (Some(m), _) => Some(("max_completion_tokens", m)),
             (None, Some(m)) => Some(("max_tokens", m)),
@@ -186,8 +243,92 @@ impl Request<ChatRequest> {
         };
         // Chat's default, as OpenAI's: until the reply ends or the context is full.
         let prompt = Prompt { ids: prompt, param: "messages", stop_ids: l.stop_ids.to_vec(), max_tokens, default_max: usize::MAX };
-        prepare_common(common, prompt, l)
+        let mut p = prepare_common(common, prompt, l)?;
+        if let Some((input, size)) = image {
+            p.image = Some(input);
+            p.image_size = Some(size);
+        }
+        Ok(p)
     }
+}
+
+/// An image part as sent: where it is, and its data URL's payload (still base64).
+struct ImagePart<'a> {
+    /// `messages[i].content[j]`, the name errors about it give.
+    param: String,
+    base64: &'a str,
+}
+
+/// PaliGemma's prompt for a request with images (see `prepare` of `Request<ChatRequest>`): the checks, then
+/// the image decoded and preprocessed, and the prompt laid out around it.
+fn image_prompt(l: &Limits, messages: &[Message], images: Vec<ImagePart>) -> Result<(Vec<u32>, (ImageInput, (u32, u32))), ApiError> {
+    let first = &images[0].param;
+    let Some(v) = l.vision else {
+        return Err(ApiError::invalid_param(first.clone(), "this model is text-only (it has no vision tower): it cannot take images"));
+    };
+    if v.projector != Projector::PaliGemma {
+        return Err(ApiError::invalid_param(
+            first.clone(),
+            "images for Gemma 3 are not supported yet by this server (PaliGemma's are)",
+        ));
+    }
+    if images.len() != 1 {
+        return Err(ApiError::invalid_param(
+            "messages",
+            format!("PaliGemma takes exactly one image per request (it was trained on one); this request has {}", images.len()),
+        ));
+    }
+    let last = messages.last().expect("at least one message");
+    if last.role != "user" {
+        return Err(ApiError::invalid_param(
+            format!("messages[{}].role", messages.len() - 1),
+            "with an image, the last message must be the user's: its text is PaliGemma's task prompt (e.g. `caption en`)",
+        ));
+    }
+    let part = &images[0];
+    let bytes = decode_base64(part.base64).map_err(|e| {
+        ApiError::invalid_param(part.param.clone(), format!("{}: the data URL's base64 data does not decode: {e}", part.param))
+    })?;
+    let image = decode_image(&bytes, &part.param).map_err(|e| ApiError::invalid_param(part.param.clone(), e.to_string()))?;
+    drop(bytes);
+    let pixels = model_pixels(&image, v);
+    let p = paligemma_prompt(l.tokenizer, v, 1, last.content.trim_end(), None)
+        .map_err(|e| ApiError::invalid_param("messages", format!("cannot lay out PaliGemma's prompt: {e}")))?;
+    let input = ImageInput { pixels, at: p.image_at[0], prefix: p.bidirectional[0].end };
+    Ok((p.ids, (input, (image.width(), image.height()))))
+}
+
+/// Standard base64, padded or not, with any ASCII whitespace (line breaks of wrapped data) left out.
+fn decode_base64(data: &str) -> Result<Vec<u8>, base64::DecodeError> {
+    const ENGINE: GeneralPurpose = GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+    );
+    if data.bytes().any(|b| b.is_ascii_whitespace()) {
+        let compact: Vec<u8> = data.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+        return ENGINE.decode(compact);
+    }
+    ENGINE.decode(data)
+}
+
+/// The base64 payload of `data:[<media type>][;parameters];base64,<data>`. Anything else, a remote URL or a
+/// path above all, is refused: the server fetches nothing.
+fn data_url_payload<'a>(url: &'a str, param: &str) -> Result<&'a str, ApiError> {
+    let refuse = |why: String| ApiError::invalid_param(param.to_string(), why);
+    let Some(rest) = url.get(..5).filter(|s| s.eq_ignore_ascii_case("data:")).map(|_| &url[5..]) else {
+        let shown: String = url.chars().take(60).collect();
+        return Err(refuse(format!(
+            "`{shown}` is not a data: URL: remote URLs and file paths are not fetched by this server; send the image inline as \
+             a data: URL (data:image/png;base64,...)"
+        )));
+    };
+    let Some((head, payload)) = rest.split_once(',') else {
+        return Err(refuse("a data: URL needs a comma before its data (data:image/png;base64,...)".into()));
+    };
+    if !head.split(';').skip(1).any(|p| p.trim().eq_ignore_ascii_case("base64")) {
+        return Err(refuse("only base64 data: URLs are read (data:image/png;base64,...)".into()));
+    }
+    Ok(payload)
 }
 
 impl Request<CompletionRequest> {
@@ -231,7 +372,8 @@ fn unsupported(field: &str) -> ApiError {
     ApiError::invalid_param(field, format!("`{field}` is not supported by this server"))
 }
 
-fn to_message(i: usize, m: &ChatMessage) -> Result<Message, ApiError> {
+/// A message for the chat template; its image parts, if any, are added to `images`.
+fn to_message<'a>(i: usize, m: &'a ChatMessage, images: &mut Vec<ImagePart<'a>>) -> Result<Message, ApiError> {
     let param = |f: &str| format!("messages[{i}].{f}");
     let role = match m.role.as_str() {
         "system" | "developer" => "system",
@@ -243,10 +385,26 @@ fn to_message(i: usize, m: &ChatMessage) -> Result<Message, ApiError> {
         Some(Content::Text(t)) => t.clone(),
         Some(Content::Parts(parts)) => {
             let mut text = String::new();
-            for p in parts {
-                match (p.kind.as_str(), &p.text) {
-                    ("text", Some(t)) => text.push_str(t),
-                    _ => return Err(ApiError::invalid_param(param("content"), format!("unsupported content part of type `{}`: only text", p.kind))),
+            for (j, p) in parts.iter().enumerate() {
+                match (p.kind.as_str(), &p.text, &p.image_url) {
+                    ("text", Some(t), _) => text.push_str(t),
+                    ("image_url", _, Some(u)) => {
+                        let at = param(&format!("content[{j}]"));
+                        let base64 = data_url_payload(&u.url, &format!("{at}.image_url.url"))?;
+                        images.push(ImagePart { param: at, base64 });
+                    }
+                    ("image_url", _, None) => {
+                        return Err(ApiError::invalid_param(
+                            param(&format!("content[{j}].image_url")),
+                            "an image_url part needs `image_url`: {\"url\": \"data:image/png;base64,...\"}",
+                        ))
+                    }
+                    _ => {
+                        return Err(ApiError::invalid_param(
+                            param("content"),
+                            format!("unsupported content part of type `{}`: only text and image_url", p.kind),
+                        ))
+                    }
                 }
             }
             text
@@ -329,6 +487,8 @@ fn prepare_common(c: CommonParams, p: Prompt, l: &Limits) -> Result<Prepared, Ap
         stream: c.stream.unwrap_or(false),
         include_usage: c.stream_options.is_some_and(|o| o.include_usage),
         model: c.model,
+        image: None,
+        image_size: None,
     })
 }
 
@@ -393,6 +553,25 @@ mod tests {
         let e = parse::<CompletionRequest>(b"{\"prompt\": \"x\",").unwrap_err();
         assert!(e.message.contains("not valid JSON"), "{e:?}");
         assert!(parse::<CompletionRequest>(b"[1]").is_err());
+    }
+
+    #[test]
+    fn data_urls() {
+        fn p(u: &str) -> Result<&str, String> {
+            data_url_payload(u, "x").map_err(|e| e.message)
+        }
+        assert_eq!(p("data:image/png;base64,iVBO"), Ok("iVBO"));
+        assert_eq!(p("DATA:image/jpeg;name=a.jpg;base64,/9j/"), Ok("/9j/"));
+        assert_eq!(p("data:;base64,"), Ok(""));
+        assert!(p("https://example.com/a.png").unwrap_err().contains("not fetched"));
+        assert!(p("file:///tmp/a.png").unwrap_err().contains("not fetched"));
+        assert!(p("data:image/png,raw").unwrap_err().contains("only base64"));
+        assert!(p("data:image/png;base64").unwrap_err().contains("comma"));
+        // Padded or not, wrapped or not.
+        assert_eq!(decode_base64("aGk=").unwrap(), b"hi");
+        assert_eq!(decode_base64("aGk").unwrap(), b"hi");
+        assert_eq!(decode_base64("aGVs\r\nbG8=").unwrap(), b"hello");
+        assert!(decode_base64("aGk*").is_err());
     }
 
     #[test]

@@ -53,8 +53,15 @@ impl ApiError {
     }
 
     pub fn too_large(limit: usize) -> Self {
-        Self::new(StatusCode::PAYLOAD_TOO_LARGE, "invalid_request_error", format!("the request body is larger than the limit of {limit} bytes"))
-            .with_code("request_too_large")
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "invalid_request_error",
+            format!(
+                "the request body is larger than the limit of {limit} bytes (`gemma serve --max-body`; an image in a data: URL \
+                 takes 4/3 of its file size)"
+            ),
+        )
+        .with_code("request_too_large")
     }
 
     /// 503 with `Retry-After`: every slot is busy and the queue is full.

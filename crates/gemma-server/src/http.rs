@@ -5,6 +5,13 @@
 //! (shutdown) still gets an HTTP error status; once text has been sent, a failure can only be reported
 //! inside the stream, as an `{"error": ...}` event before `data: [DONE]` (OpenAI's clients raise it).
 //! Dropping a handler (client gone) drops the job's event receiver, which the scheduler takes as a cancel.
+//!
+//! A chat body is parsed and prepared on tokio's blocking pool: with an image that means base64 and image
+//! decoding and resizing, tens of milliseconds that must not hold up the async workers (nor the scheduler
+//! thread, which only encodes the preprocessed pixels). At most [`PREPARE_AT_ONCE`] are prepared at once, since
+//! decoding a large image holds hundreds of MB for a moment (a small PNG may claim up to the engine's
+//! 64 Mi-pixel limit). The body limit ([`Shared::max_body`]) is 1 MiB by default, 20 MiB for a model with a
+//! vision tower (images travel base64-encoded, 4/3 of their size).
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -20,9 +27,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures_util::Stream;
+use gemma::model::config::VisionConfig;
 use gemma::tokenizer::{ChatTemplate, Tokenizer};
 use serde_json::{json, Value};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
+use tokio::sync::Semaphore;
 
 use crate::api::{self, ChatRequest, CompletionRequest, Limits, Prepared};
 use crate::error::ApiError;
@@ -37,13 +46,19 @@ pub(crate) struct Shared {
     pub ctx: usize,
     pub vocab: usize,
     pub stop_ids: Vec<u32>,
+    pub vision: Option<VisionConfig>,
     pub model_id: String,
     pub created: u64,
     pub api_key: Option<String>,
     pub max_body: usize,
     pub scheduler: Scheduler,
     pub metrics: Arc<Metrics>,
+    /// Permits to prepare a chat request ([`PREPARE_AT_ONCE`]).
+    pub preparing: Arc<Semaphore>,
 }
+
+/// Chat requests parsed and prepared (images decoded) at once; more wait for a turn.
+pub(crate) const PREPARE_AT_ONCE: usize = 2;
 
 type App = State<Arc<Shared>>;
 
@@ -130,7 +145,19 @@ async fn model(State(app): App, Path(id): Path<String>) -> Result<Json<Value>, A
 }
 
 async fn chat(State(app): App, body: Result<Bytes, BytesRejection>) -> Response {
-    let prepared = body_bytes(body, app.max_body).and_then(|b| api::parse::<ChatRequest>(&b)).and_then(|r| r.prepare(&limits(&app)));
+    let prepared = match body_bytes(body, app.max_body) {
+        Ok(b) => {
+            let shared = app.clone();
+            // The permit goes with the work, which runs to its end even if the client hangs up meanwhile.
+            let permit = app.preparing.clone().acquire_owned().await;
+            let work = tokio::task::spawn_blocking(move || {
+                let _permit = permit;
+                api::parse::<ChatRequest>(&b).and_then(|r| r.prepare(&limits(&shared)))
+            });
+            work.await.unwrap_or_else(|e| Err(ApiError::internal(format!("preparing the request failed: {e}"))))
+        }
+        Err(e) => Err(e),
+    };
     respond(app, prepared, Endpoint::Chat).await
 }
 
@@ -140,7 +167,14 @@ async fn completions(State(app): App, body: Result<Bytes, BytesRejection>) -> Re
 }
 
 fn limits(app: &Shared) -> Limits<'_> {
-    Limits { tokenizer: &app.tokenizer, template: &app.template, ctx: app.ctx, vocab: app.vocab, stop_ids: &app.stop_ids }
+    Limits {
+        tokenizer: &app.tokenizer,
+        template: &app.template,
+        ctx: app.ctx,
+        vocab: app.vocab,
+        stop_ids: &app.stop_ids,
+        vision: app.vision.as_ref(),
+    }
 }
 
 fn body_bytes(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes, ApiError> {
@@ -164,12 +198,21 @@ fn failure_error(f: Failure) -> ApiError {
 /// Submit the job; answer with the whole completion, or stream it.
 async fn generate(app: &Shared, p: Prepared, endpoint: Endpoint) -> Result<Response, ApiError> {
     let (events, mut rx) = unbounded_channel();
-    let job = Job { prompt: p.prompt, sampler: p.sampler, max_tokens: p.max_tokens, stop_strings: p.stop_strings, stop_ids: p.stop_ids, events };
+    let job = Job {
+        prompt: p.prompt,
+        sampler: p.sampler,
+        max_tokens: p.max_tokens,
+        stop_strings: p.stop_strings,
+        stop_ids: p.stop_ids,
+        image: p.image,
+        events,
+    };
     app.scheduler.submit(job).map_err(|e| match e {
         SubmitError::Busy => ApiError::busy(),
         SubmitError::ShuttingDown => ApiError::shutting_down(),
     })?;
-    let meta = Meta::new(endpoint, p.model.unwrap_or_else(|| app.model_id.clone()), p.stream && p.include_usage);
+    let mut meta = Meta::new(endpoint, p.model.unwrap_or_else(|| app.model_id.clone()), p.stream && p.include_usage);
+    meta.image_size = p.image_size;
     let first = match rx.recv().await {
         None => return Err(ApiError::shutting_down()),
         Some(Event::Failed(f)) => return Err(failure_error(f)),

@@ -50,7 +50,8 @@ pub struct Options {
     pub queue: usize,
     /// With a key, requests must send `Authorization: Bearer <key>` (`/health` excepted).
     pub api_key: Option<String>,
-    pub max_body_bytes: usize,
+    /// Largest request body; `None`: [`MAX_BODY`], or [`MAX_BODY_IMAGES`] for a model that takes images.
+    pub max_body_bytes: Option<usize>,
     /// Most prompt tokens read per forward pass, so that a long prompt does not stall the others' decoding.
     pub prefill_chunk: usize,
     /// How long running generations may go on after a shutdown request before they are cancelled.
@@ -62,8 +63,8 @@ pub struct Options {
 }
 
 impl Options {
-    /// Defaults for a model: 127.0.0.1:8080, 4 slots of 4096 positions, a queue of 64, 1 MiB bodies, 128 prompt
-    /// tokens per pass, 10 s of shutdown grace.
+    /// Defaults for a model: 127.0.0.1:8080, 4 slots of 4096 positions, a queue of 64, 1 MiB bodies (20 MiB
+    /// for a model that takes images), 128 prompt tokens per pass, 10 s of shutdown grace.
     pub fn new(model_id: impl Into<String>) -> Options {
         Options {
             addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
@@ -71,7 +72,7 @@ impl Options {
             ctx_size: 4096,
             queue: 64,
             api_key: None,
-            max_body_bytes: 1 << 20,
+            max_body_bytes: None,
             prefill_chunk: 128,
             shutdown_grace: Duration::from_secs(10),
             model_id: model_id.into(),
@@ -88,7 +89,7 @@ impl Options {
         if self.ctx_size < 2 || self.ctx_size > ctx {
             return bad(format!("--ctx-size must be between 2 and the model's context of {ctx}, got {}", self.ctx_size));
         }
-        if self.queue == 0 || self.prefill_chunk == 0 || self.max_body_bytes == 0 {
+        if self.queue == 0 || self.prefill_chunk == 0 || self.max_body_bytes == Some(0) {
             return bad("--queue, --prefill-chunk and --max-body must be at least 1".into());
         }
         if self.api_key.as_deref().is_some_and(|k| k.trim().is_empty()) {
@@ -97,6 +98,13 @@ impl Options {
         Ok(())
     }
 }
+
+/// The default body limit of a text-only model: 1 MiB.
+pub const MAX_BODY: usize = 1 << 20;
+
+/// The default body limit of a model with a vision tower: 20 MiB, for an image of up to about 15 MB (data
+/// URLs are base64: 4 bytes for every 3 of the file).
+pub const MAX_BODY_IMAGES: usize = 20 << 20;
 
 /// Stop requests, in increasing force.
 const RUNNING: u8 = 0;
@@ -119,6 +127,8 @@ impl Server {
         let addr = listener.local_addr()?;
         let stop_ids = gemma::runtime::stop_token_ids(&engine.model, &engine.tokenizer);
         let vocab = engine.model.config.vocab_size;
+        let vision = engine.model.config.vision.clone();
+        let max_body = opts.max_body_bytes.unwrap_or(if vision.is_some() { MAX_BODY_IMAGES } else { MAX_BODY });
         let tokenizer = Arc::new(engine.tokenizer);
         let metrics = Arc::new(Metrics::default());
         let config = SchedulerConfig { slots: opts.parallel, ctx: opts.ctx_size, queue: opts.queue, prefill_chunk: opts.prefill_chunk };
@@ -129,12 +139,14 @@ impl Server {
             ctx: opts.ctx_size,
             vocab,
             stop_ids,
+            vision,
             model_id: opts.model_id.clone(),
             created: responses::unix_now(),
             api_key: opts.api_key.clone(),
-            max_body: opts.max_body_bytes,
+            max_body,
             scheduler: scheduler.clone(),
             metrics,
+            preparing: Arc::new(tokio::sync::Semaphore::new(http::PREPARE_AT_ONCE)),
         });
         // The handlers only parse, tokenize and relay: two threads are plenty next to the compute threads.
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).thread_name("gemma-http").enable_all().build()?;

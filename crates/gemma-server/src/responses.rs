@@ -1,9 +1,15 @@
 //! OpenAI response bodies: whole responses, stream chunks (`chat.completion.chunk`, `text_completion`) and
 //! the usage object, built as JSON values in the shapes OpenAI's API reference gives.
+//!
+//! One extension: the message of a whole (non-streaming) chat answer about an image carries
+//! `"detections": [{"label", "box": [x0, y0, x1, y1]}]` when the text holds PaliGemma's location tokens
+//! (`<loc0123>`...; the answer to `detect cat`), the boxes in pixels of the image as sent. A streamed
+//! answer is text only.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use gemma::runtime::detect::parse_detections;
 use gemma::runtime::FinishReason;
 use serde_json::{json, Value};
 
@@ -25,6 +31,8 @@ pub struct Meta {
     pub model: String,
     /// Whether stream chunks carry `"usage": null` (the client asked for a final usage chunk).
     pub include_usage: bool,
+    /// The size of the request's image (width, height), which a chat answer's detections are scaled to.
+    pub image_size: Option<(u32, u32)>,
 }
 
 /// Seconds since the Unix epoch.
@@ -42,7 +50,7 @@ impl Meta {
         let created = unix_now();
         // Unique within a server run and unlikely to repeat across runs.
         let id = format!("{prefix}-{created:x}{:06x}", NEXT.fetch_add(1, Ordering::Relaxed));
-        Meta { endpoint, id, created, model, include_usage }
+        Meta { endpoint, id, created, model, include_usage, image_size: None }
     }
 
     fn object(&self, stream: bool) -> &'static str {
@@ -56,12 +64,16 @@ impl Meta {
     /// The whole response of a non-streaming request.
     pub fn response(&self, text: &str, f: &Finished) -> Value {
         let choice = match self.endpoint {
-            Endpoint::Chat => json!({
-                "index": 0,
-                "message": { "role": "assistant", "content": text },
-                "logprobs": null,
-                "finish_reason": f.reason.as_str(),
-            }),
+            Endpoint::Chat => {
+                let mut message = json!({ "role": "assistant", "content": text });
+                if let Some((w, h)) = self.image_size {
+                    let found = parse_detections(text, w, h);
+                    if !found.is_empty() {
+                        message["detections"] = json!(found);
+                    }
+                }
+                json!({ "index": 0, "message": message, "logprobs": null, "finish_reason": f.reason.as_str() })
+            }
             Endpoint::Completion => json!({ "index": 0, "text": text, "logprobs": null, "finish_reason": f.reason.as_str() }),
         };
         json!({
@@ -142,5 +154,20 @@ mod tests {
         assert!(m.chunk("x", None).as_object().unwrap().contains_key("usage"));
         let u = m.usage_chunk(&f);
         assert_eq!((u["choices"].as_array().unwrap().len(), &u["usage"]["prompt_tokens"]), (0, &json!(3)));
+    }
+
+    #[test]
+    fn detections_in_answers_about_an_image() {
+        let f = Finished { reason: FinishReason::Stop, prompt_tokens: 3, completion_tokens: 9 };
+        let mut m = Meta::new(Endpoint::Chat, "m".into(), false);
+        let text = "<loc0256><loc0000><loc0512><loc1024> cat ; <loc0000><loc0512><loc1024><loc1024> dog";
+        // Without an image, or without location tokens, there is no `detections`.
+        assert!(m.response(text, &f)["choices"][0]["message"].get("detections").is_none());
+        m.image_size = Some((200, 100));
+        assert!(m.response("a cat", &f)["choices"][0]["message"].get("detections").is_none());
+        let r = m.response(text, &f);
+        let d = &r["choices"][0]["message"]["detections"];
+        assert_eq!(d, &json!([{"label": "cat", "box": [0.0, 25.0, 200.0, 50.0]}, {"label": "dog", "box": [100.0, 0.0, 200.0, 100.0]}]), "{r}");
+        assert_eq!(r["choices"][0]["message"]["content"], text);
     }
 }

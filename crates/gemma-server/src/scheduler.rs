@@ -13,7 +13,16 @@
 //! Batching does not change what a sequence generates: the decoder computes each row of a batch on its
 //! own (per-row activation quantization, per-row dot products, per-sequence attention), so a greedy
 //! sequence gets the same tokens alone or among others, and however its prompt was chunked.
+//!
+//! A job with an image (PaliGemma) has its image encoded when it is admitted (the vision encoder runs here,
+//! where the model is), and its prefix — the image rows and the text after them, which attend to each
+//! other both ways — read in one chunk whatever `prefill_chunk` says, since a bidirectional span cannot be
+//! split across passes: its first query sees its last key. The prefix goes when this sequence's turn in the
+//! prompt budget comes (some budget is left in the pass) and takes the rest of the budget, so a pass may
+//! read more than `prefill_chunk` prompt tokens by at most one prefix. The image rows are dropped once the
+//! prefix is read; generation then goes on as for any other sequence, batched with the others.
 
+use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
 use std::sync::{Arc, Mutex};
@@ -21,7 +30,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use gemma::kernels::ThreadPool;
-use gemma::model::{Chunk, LogitsWanted, Model, Scratch, SeqState};
+use gemma::model::{Chunk, EmbeddingRows, LogitsWanted, Model, Scratch, SeqState};
 use gemma::runtime::{FinishReason, Sampler, SamplerConfig, TextStream};
 use gemma::tokenizer::Tokenizer;
 use tokio::sync::mpsc::UnboundedSender;
@@ -40,7 +49,29 @@ pub struct Job {
     pub stop_strings: Vec<String>,
     /// Ids that end the generation; they are not part of the output.
     pub stop_ids: Vec<u32>,
+    /// An image whose rows replace placeholders of the prompt (PaliGemma).
+    pub image: Option<ImageInput>,
     pub events: UnboundedSender<Event>,
+}
+
+/// A job's image, decoded and preprocessed by the HTTP side (off this thread); encoded on admission.
+#[derive(Debug)]
+pub struct ImageInput {
+    /// (3, image_size, image_size), as `gemma::runtime::multimodal::model_pixels` gives them.
+    pub pixels: Vec<f32>,
+    /// Offset in the prompt of the image's first placeholder (`tokens_per_image` of them).
+    pub at: usize,
+    /// The prefix `0..prefix` of the prompt attends bidirectionally and is read in one chunk; it holds
+    /// the placeholders.
+    pub prefix: usize,
+}
+
+/// An admitted job's image: its rows in the text stream, until the prefix has been read.
+struct ImageRows {
+    /// (tokens_per_image, d_model)
+    rows: Vec<f32>,
+    at: usize,
+    prefix: usize,
 }
 
 /// What a job's handler receives, in order: text pieces, then `Done` or `Failed`.
@@ -198,6 +229,8 @@ struct Seq<'t> {
     history: Vec<u32>,
     /// The generated ids and their text (stop ids, stop strings, streaming decoding).
     text: TextStream<'t>,
+    /// The image, until the prefix that holds it has been read.
+    image: Option<ImageRows>,
 }
 
 impl<'t> Seq<'t> {
@@ -317,7 +350,19 @@ impl<'a> Worker<'a> {
         }
     }
 
-    fn start(&mut self, job: Job) {
+    fn start(&mut self, mut job: Job) {
+        // The pixels are dropped here; the rows live until the prefix is read.
+        let image = match job.image.take() {
+            None => None,
+            Some(im) => match self.model.embed_image(self.pool, &im.pixels) {
+                Ok(rows) => Some(ImageRows { rows, at: im.at, prefix: im.prefix }),
+                Err(e) => {
+                    // The HTTP side checked the model and preprocessed for it: this is a bug.
+                    let _ = job.events.send(Event::Failed(Failure::Internal(format!("encoding the image: {e}"))));
+                    return;
+                }
+            },
+        };
         let state = self.free.pop().unwrap_or_else(|| self.model.new_state(self.config.ctx));
         let mut history = Vec::with_capacity(job.prompt.len() + job.max_tokens);
         history.extend_from_slice(&job.prompt);
@@ -328,6 +373,7 @@ impl<'a> Worker<'a> {
             fed: 0,
             last: [0],
             history,
+            image,
             job,
         });
     }
@@ -374,27 +420,56 @@ impl<'a> Worker<'a> {
     fn step(&mut self) {
         let vocab = self.model.config.vocab_size;
         let mut budget = self.config.prefill_chunk;
-        let mut chunks = Vec::with_capacity(self.active.len());
         // Per chunk: the sequence it belongs to and the prompt tokens it carries (0 for a decode step).
         let mut plan = Vec::with_capacity(self.active.len());
+        // The images whose prefix is read in this pass, taken from their sequences (dropped after the pass),
+        // with the index in `plan` of their chunk.
+        let mut images = Vec::new();
         for (i, s) in self.active.iter_mut().enumerate() {
             if s.reading_prompt() {
-                let n = (s.job.prompt.len() - s.fed).min(budget);
+                // A prefix is never split: it goes whole once this sequence gets any of the budget.
+                let n = match &s.image {
+                    Some(im) if budget > 0 => im.prefix - s.fed,
+                    _ => (s.job.prompt.len() - s.fed).min(budget),
+                };
                 if n == 0 {
                     continue;
                 }
-                budget -= n;
-                let last = s.fed + n == s.job.prompt.len();
-                let logits = if last { LogitsWanted::Last } else { LogitsWanted::None };
-                chunks.push(Chunk::new(&s.job.prompt[s.fed..s.fed + n], &mut s.state, logits));
+                budget = budget.saturating_sub(n);
+                if let Some(im) = s.image.take() {
+                    images.push((plan.len(), im));
+                }
                 plan.push((i, n));
             } else {
-                chunks.push(Chunk::new(&s.last, &mut s.state, LogitsWanted::Last));
                 plan.push((i, 0));
             }
         }
+        let rows: Vec<[EmbeddingRows; 1]> = images.iter().map(|(_, im)| [EmbeddingRows { at: im.at, data: &im.rows }]).collect();
+        let spans: Vec<[Range<usize>; 1]> = images.iter().map(|(_, im)| [0..im.prefix]).collect();
+        let mut chunks = Vec::with_capacity(plan.len());
+        let mut seqs = self.active.iter_mut().enumerate();
+        let mut m = 0; // the next of `images`
+        for (k, &(i, n)) in plan.iter().enumerate() {
+            let (_, s) = seqs.find(|(j, _)| *j == i).expect("the plan is in sequence order");
+            let mut chunk = if n > 0 {
+                let last = s.fed + n == s.job.prompt.len();
+                let logits = if last { LogitsWanted::Last } else { LogitsWanted::None };
+                Chunk::new(&s.job.prompt[s.fed..s.fed + n], &mut s.state, logits)
+            } else {
+                Chunk::new(&s.last, &mut s.state, LogitsWanted::Last)
+            };
+            if images.get(m).is_some_and(|(at, _)| *at == k) {
+                chunk.rows = &rows[m];
+                chunk.bidirectional = &spans[m];
+                m += 1;
+            }
+            chunks.push(chunk);
+        }
         let result = self.model.forward(self.pool, &mut chunks, &mut self.scratch);
         drop(chunks);
+        // The images read in this pass are not needed any more.
+        drop(rows);
+        drop(images);
         if let Err(e) = result {
             // Inputs are validated before submission, so this is a bug; fail the batch, keep serving.
             let why = Failure::Internal(e.to_string());

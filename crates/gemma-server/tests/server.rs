@@ -161,7 +161,7 @@ fn fill_in_the_middle_with_suffix() {
 
 #[test]
 fn bad_requests_get_openai_errors() {
-    let server = start(tiny_engine(false), gemma_server::Options { max_body_bytes: 4096, ..options(64) });
+    let server = start(tiny_engine(false), gemma_server::Options { max_body_bytes: Some(4096), ..options(64) });
     let addr = server.addr();
     let raw = |path: &str, body: &str| send(addr, "POST", path, &[("Content-Type", "application/json")], body.as_bytes());
     let chat = "/v1/chat/completions";
@@ -247,4 +247,151 @@ fn shutdown_finishes_running_streams_then_refuses() {
     assert!(body.contains("\"finish_reason\":\"length\"") || body.contains("\"finish_reason\":\"stop\""), "{body}");
     server.wait().unwrap();
     assert!(std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_err(), "still listening");
+}
+
+/// The chat body of the fixture's greedy case: the image and `caption en`, 10 tokens.
+fn caption_request(g: &Greedy) -> Value {
+    image_chat(json!([{"type": "text", "text": g.prompt}, {"type": "image_url", "image_url": {"url": image_url(), "detail": "low"}}]), 10)
+}
+
+/// An image in a chat request to PaliGemma gives transformers' greedy tokens for the same image and prompt
+/// (tests/fixtures/tiny/paligemma/expected.json), whole or streamed, with the image before or after the text.
+#[test]
+fn paligemma_image_chat_matches_transformers() {
+    let g = paligemma_greedy();
+    let server = start(paligemma_engine(), options(512));
+    let addr = server.addr();
+    let r = post(addr, "/v1/chat/completions", &caption_request(&g));
+    let j = r.json();
+    assert_eq!(r.status, 200, "{j}");
+    assert_eq!(j["choices"][0]["message"]["content"].as_str(), Some(g.text.as_str()), "{j} (ids {:?})", g.ids);
+    assert_eq!(j["choices"][0]["finish_reason"], "length");
+    assert_eq!((j["usage"]["prompt_tokens"].as_u64(), j["usage"]["completion_tokens"].as_u64()), (Some(g.prompt_tokens), Some(10)));
+    let mut body = caption_request(&g);
+    body["stream"] = json!(true);
+    assert_eq!(outcome(&post(addr, "/v1/chat/completions", &body), true), (g.text.clone(), "length".into(), 0));
+    // The image first, the task in two text parts and a system message (not part of PaliGemma's prompt).
+    let parts = json!([{"type": "image_url", "image_url": {"url": image_url()}}, {"type": "text", "text": "caption"}, {"type": "text", "text": " en"}]);
+    let body = json!({"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": parts}], "max_tokens": 10, "temperature": 0});
+    assert_eq!(outcome(&post(addr, "/v1/chat/completions", &body), false), (g.text.clone(), "length".into(), 10));
+}
+
+/// Image requests decoded among other sequences (a long text generation, other image requests) give the same
+/// tokens as alone, and so does the text; with `--prefill-chunk 4`, smaller than the 20-token prefix, the
+/// prefix is still read in one chunk (split, its image rows would not fit a chunk, and the bidirectional
+/// span would be cut) while a text prompt is read 4 tokens a pass.
+#[test]
+fn paligemma_images_batch_with_other_requests() {
+    let g = paligemma_greedy();
+    let text_body = json!({"prompt": "the quick brown fox jumps over the lazy dog", "max_tokens": 300, "temperature": 0, "stream": true});
+    let text_alone = {
+        let server = start(paligemma_engine(), gemma_server::Options { parallel: 1, ..options(512) });
+        outcome(&post(server.addr(), "/v1/completions", &text_body), true)
+    };
+    for prefill_chunk in [128, 4] {
+        let server = start(paligemma_engine(), gemma_server::Options { parallel: 4, prefill_chunk, ..options(512) });
+        let addr = server.addr();
+        // Alone, the prefix longer than the chunk.
+        assert_eq!(outcome(&post(addr, "/v1/chat/completions", &caption_request(&g)), false).0, g.text, "prefill chunk {prefill_chunk}");
+        // A long text generation holds a slot; image requests come while it runs.
+        let mut stream = connect(addr, "POST", "/v1/completions", &[], text_body.to_string().as_bytes());
+        let (status, _) = read_head(&mut stream);
+        assert_eq!(status, 200);
+        let first = read_chunk(&mut stream).expect("a first event");
+        let answers: Vec<_> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..3).map(|_| s.spawn(|| outcome(&post(addr, "/v1/chat/completions", &caption_request(&g)), false))).collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for a in &answers {
+            assert_eq!(a, &(g.text.clone(), "length".to_string(), 10), "prefill chunk {prefill_chunk}");
+        }
+        let mut body = first;
+        while let Some(c) = read_chunk(&mut stream) {
+            body.extend(c);
+        }
+        let text = Resp { status, headers: Vec::new(), body: String::from_utf8(body).unwrap() };
+        assert_eq!(outcome(&text, true), text_alone, "the text generation, prefill chunk {prefill_chunk}");
+        let passes = metric(addr, "gemma_forward_passes_total");
+        let seqs = metric(addr, "gemma_batched_sequences_total");
+        assert!(seqs > passes, "no pass carried more than one sequence: {seqs} sequences over {passes} passes");
+    }
+}
+
+#[test]
+fn bad_image_requests_get_400s() {
+    let g = paligemma_greedy();
+    let server = start(paligemma_engine(), options(512));
+    let addr = server.addr();
+    let chat = "/v1/chat/completions";
+    let with_url = |url: &str| image_chat(json!([{"type": "text", "text": "caption en"}, {"type": "image_url", "image_url": {"url": url}}]), 4);
+    let png = std::fs::read(paligemma_dir().join("image.png")).unwrap();
+    let two = image_chat(
+        json!([{"type": "image_url", "image_url": {"url": image_url()}}, {"type": "text", "text": "caption en"}, {"type": "image_url", "image_url": {"url": image_url()}}]),
+        4,
+    );
+    let after = json!({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": image_url()}}]}, {"role": "assistant", "content": "a cat"}]});
+    // (body, param, what the message says)
+    let cases: Vec<(Value, &str, &str)> = vec![
+        (with_url("https://example.com/cat.png"), "messages[0].content[1].image_url.url", "remote URLs and file paths are not fetched"),
+        (with_url("/home/me/cat.png"), "messages[0].content[1].image_url.url", "send the image inline as a data: URL"),
+        (with_url("data:image/png,rawbytes"), "messages[0].content[1].image_url.url", "only base64"),
+        (with_url("data:image/png;base64,iVBOR%%%not base64"), "messages[0].content[1]", "base64"),
+        (with_url(&data_url("image/png", b"hello, I am text")), "messages[0].content[1]", "messages[0].content[1]: not"),
+        (with_url(&data_url("image/png", &png[..png.len() / 2])), "messages[0].content[1]", "PNG"),
+        (with_url(&data_url("image/gif", b"GIF89a\x01\x00\x01\x00\x00\x00\x00;")), "messages[0].content[1]", "GIF"),
+        (with_url(&data_url("image/png", &png_claiming(20000, 20000))), "messages[0].content[1]", "over the limit"),
+        (image_chat(json!([{"type": "image_url"}]), 4), "messages[0].content[0].image_url", "needs `image_url`"),
+        (image_chat(json!([{"type": "input_audio", "input_audio": {}}]), 4), "messages[0].content", "only text and image_url"),
+        (two, "messages", "exactly one image"),
+        (after, "messages[1].role", "the last message must be the user's"),
+        (json!({"messages": [{"role": "user", "content": "caption en"}]}), "messages", "an image"),
+    ];
+    for (body, param, says) in &cases {
+        let r = post(addr, chat, body);
+        let e = r.error();
+        assert_eq!(r.status, 400, "{e}");
+        assert_eq!((e["type"].as_str(), e["param"].as_str()), (Some("invalid_request_error"), Some(*param)), "{e}");
+        assert!(e["message"].as_str().unwrap().contains(says), "{e} should say {says:?}");
+    }
+    // Bodies up to 20 MiB by default for a model that takes images; over that a 413.
+    let mut body = caption_request(&g).to_string();
+    body.insert_str(1, &" ".repeat(2 << 20));
+    let r = send(addr, "POST", chat, &[("Content-Type", "application/json")], body.as_bytes());
+    assert_eq!(r.status, 200, "{}", r.body);
+    body.insert_str(1, &" ".repeat(19 << 20));
+    let r = send(addr, "POST", chat, &[("Content-Type", "application/json")], body.as_bytes());
+    assert_eq!((r.status, r.error()["code"].as_str()), (413, Some("request_too_large")));
+    // And it still serves.
+    assert_eq!(outcome(&post(addr, chat, &caption_request(&g)), false).0, g.text);
+    drop(server);
+
+    // A text-only model says so.
+    let server = start(tiny_engine_of("gemma_mqa", false), options(512));
+    let r = post(server.addr(), chat, &caption_request(&g));
+    let e = r.error();
+    assert_eq!((r.status, e["param"].as_str()), (400, Some("messages[0].content[1]")), "{e}");
+    assert!(e["message"].as_str().unwrap().contains("text-only"), "{e}");
+}
+
+/// A PaliGemma answer with location tokens carries its boxes as `detections` in the whole chat response (the
+/// tiny random model's greedy answer to `detect` about image_b.png begins with four of them); a streamed
+/// answer is the same text, without them.
+#[test]
+fn paligemma_answers_carry_detections() {
+    let server = start(paligemma_engine(), options(512));
+    let addr = server.addr();
+    let url = data_url("image/png", &std::fs::read(paligemma_dir().join("image_b.png")).unwrap());
+    let mut body = image_chat(json!([{"type": "text", "text": "detect"}, {"type": "image_url", "image_url": {"url": url}}]), 12);
+    let r = post(addr, "/v1/chat/completions", &body);
+    let j = r.json();
+    let message = &j["choices"][0]["message"];
+    let text = message["content"].as_str().unwrap();
+    let want = gemma::runtime::detect::parse_detections(text, 32, 32);
+    assert!(!want.is_empty(), "no boxes in {text:?}");
+    assert_eq!(message["detections"], json!(want), "{j}");
+    assert_eq!(message["detections"][0]["box"].as_array().unwrap().len(), 4, "{j}");
+    body["stream"] = json!(true);
+    let r = post(addr, "/v1/chat/completions", &body);
+    assert_eq!(outcome(&r, true).0, text);
+    assert!(!r.body.contains("detections"), "{}", r.body);
 }

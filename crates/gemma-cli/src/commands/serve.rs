@@ -10,7 +10,8 @@ use super::common::{self, ModelArgs};
 
 #[derive(clap::Args)]
 #[command(after_help = "Endpoints (OpenAI's API):
-  POST /v1/chat/completions   chat with the model's chat template (\"stream\": true: SSE)
+  POST /v1/chat/completions   chat with the model's chat template (\"stream\": true: SSE); PaliGemma:
+                              one image_url part (a data: URL) and the task, e.g. \"caption en\"
   POST /v1/completions        complete a prompt; with \"suffix\", CodeGemma fill-in-the-middle
   GET  /v1/models             the model served
   GET  /health                200 while serving
@@ -50,9 +51,10 @@ pub struct Args {
     /// Requests that may wait for a free slot before new ones get 503.
     #[arg(long, default_value_t = 64)]
     queue: usize,
-    /// Largest request body accepted, in bytes (413 beyond).
-    #[arg(long, default_value_t = 1 << 20)]
-    max_body: usize,
+    /// Largest request body accepted, in bytes (413 beyond); default 1 MiB, 20 MiB for a model that takes
+    /// images (PaliGemma: images come base64-encoded in data: URLs).
+    #[arg(long)]
+    max_body: Option<usize>,
     /// Most prompt tokens read per forward pass: larger reads prompts faster, smaller keeps the other
     /// requests' tokens flowing while a long prompt is read.
     #[arg(long, default_value_t = 128)]

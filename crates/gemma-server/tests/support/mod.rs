@@ -1,6 +1,7 @@
 //! What the server tests share: engines (the tiny random Gemma 3 checkpoint with a tokenizer cut to its
-//! vocabulary, or the real model from `GEMMA_MODEL`), a server on a free loopback port, and a small blocking
-//! HTTP/1.1 client that can send anything (malformed bodies, half a stream then hang up).
+//! vocabulary, the tiny PaliGemma with its own tokenizer, or the real model from `GEMMA_MODEL`), images as
+//! data URLs, a server on a free loopback port, and a small blocking HTTP/1.1 client that can send anything
+//! (malformed bodies, half a stream then hang up).
 
 #![allow(dead_code)]
 
@@ -47,6 +48,80 @@ pub fn tiny_engine_of(case: &str, fim: bool) -> Engine {
     }
     let tokenizer = Tokenizer::from_vocab(v).expect("cut vocabulary");
     Engine { model, tokenizer, pool: ThreadPool::new(2) }
+}
+
+/// The tiny PaliGemma 1 checkpoint (tests/fixtures/tiny/paligemma: SigLIP 32 × 32 px, 16 image tokens) with
+/// its tokenizer.
+pub fn paligemma_engine() -> Engine {
+    let (model, tokenizer) = gemma::load_with_tokenizer(&paligemma_dir()).expect("tiny PaliGemma");
+    Engine { model, tokenizer, pool: ThreadPool::new(2) }
+}
+
+pub fn paligemma_dir() -> PathBuf {
+    repo().join("tests/fixtures/tiny/paligemma")
+}
+
+/// The fixture's `greedy` case, made by transformers: its prompt text, prompt length (with the image's
+/// placeholders) and the text of its 10 generated ids as this tokenizer decodes them.
+pub struct Greedy {
+    pub prompt: String,
+    pub prompt_tokens: u64,
+    pub ids: Vec<u32>,
+    pub text: String,
+}
+
+pub fn paligemma_greedy() -> Greedy {
+    let e: Value = serde_json::from_slice(&std::fs::read(paligemma_dir().join("expected.json")).unwrap()).unwrap();
+    let g = &e["greedy"];
+    let ids: Vec<u32> = g["generated"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+    let tok = gemma::load_tokenizer(&paligemma_dir()).unwrap();
+    Greedy {
+        prompt: g["text"].as_str().unwrap().to_string(),
+        prompt_tokens: g["prompt_ids"].as_array().unwrap().len() as u64,
+        text: tok.decode(&ids).unwrap(),
+        ids,
+    }
+}
+
+/// `data:<mime>;base64,...` of `bytes`.
+pub fn data_url(mime: &str, bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    format!("data:{mime};base64,{}", base64::engine::general_purpose::STANDARD.encode(bytes))
+}
+
+/// The fixture's image (32 × 32 PNG) as a data URL.
+pub fn image_url() -> String {
+    data_url("image/png", &std::fs::read(paligemma_dir().join("image.png")).unwrap())
+}
+
+/// A PNG whose header says `width` × `height` (the rest of the file is the fixture's): enough for a decoder
+/// to refuse its size before reading pixels.
+pub fn png_claiming(width: u32, height: u32) -> Vec<u8> {
+    let mut png = std::fs::read(paligemma_dir().join("image.png")).unwrap();
+    // Signature (8), IHDR's length and type (8), then width and height; the chunk's CRC follows its 13 bytes.
+    assert_eq!(&png[12..16], b"IHDR");
+    png[16..20].copy_from_slice(&width.to_be_bytes());
+    png[20..24].copy_from_slice(&height.to_be_bytes());
+    let crc = crc32(&png[12..29]);
+    png[29..33].copy_from_slice(&crc.to_be_bytes());
+    png
+}
+
+/// PNG's CRC-32 (ISO-HDLC), bit by bit.
+fn crc32(data: &[u8]) -> u32 {
+    let mut c = !0u32;
+    for &b in data {
+        c ^= b as u32;
+        for _ in 0..8 {
+            c = if c & 1 != 0 { 0xEDB8_8320 ^ (c >> 1) } else { c >> 1 };
+        }
+    }
+    !c
+}
+
+/// A chat body with one user message of `parts`.
+pub fn image_chat(parts: Value, max_tokens: usize) -> Value {
+    serde_json::json!({"messages": [{"role": "user", "content": parts}], "max_tokens": max_tokens, "temperature": 0})
 }
 
 /// The real model, or None (with a notice) when `GEMMA_MODEL` is unset.
