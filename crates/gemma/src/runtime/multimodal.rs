@@ -56,6 +56,27 @@ pub fn paligemma_prompt(
     Ok(ImagePrompt { ids, image_at: (0..n_images).map(|i| i * n).collect(), bidirectional: vec![0..prefix] })
 }
 
+/// `Gemma3Processor`'s layout of a prompt already rendered by the chat template (where an image part is one
+/// `<start_of_image>`): each `<start_of_image>` becomes `\n\n<start_of_image>` + `tokens_per_image` ×
+/// `<image_soft_token>` + `<end_of_image>\n\n`, and the whole text is tokenized (special tokens parsed, no
+/// BOS added: the template wrote it), so the newlines merge with their neighbours as the processor's
+/// tokenizer merges them. Each image's soft tokens attend bidirectionally among themselves.
+/// Errors: a tokenizer without the three image tokens.
+pub fn gemma3_prompt(tok: &Tokenizer, v: &VisionConfig, rendered: &str) -> Result<ImagePrompt> {
+    let piece = |id: u32| {
+        tok.piece(id).map(str::to_string).ok_or_else(|| Error::Tokenizer(format!("the tokenizer has no token {id}, which the config names as an image token")))
+    };
+    let boi = tok.token_id("<start_of_image>").ok_or_else(|| Error::Tokenizer("the tokenizer has no <start_of_image> token".into()))?;
+    let (boi_piece, soft) = (piece(boi)?, piece(v.image_token_id)?);
+    let eoi = tok.token_id("<end_of_image>").map(piece).transpose()?.unwrap_or_else(|| "<end_of_image>".into());
+    let block = format!("\n\n{boi_piece}{}{eoi}\n\n", soft.repeat(v.tokens_per_image));
+    let ids = tok.encode(&rendered.replace(&boi_piece, &block), EncodeOptions { add_bos: false, parse_special: true });
+    let n_images = rendered.matches(&boi_piece).count();
+    let image_at = find_images(&ids, v, n_images)?;
+    let bidirectional = image_at.iter().map(|&i| i..i + v.tokens_per_image).collect();
+    Ok(ImagePrompt { ids, image_at, bidirectional })
+}
+
 /// Placeholders laid out by the caller (e.g. `gemma logits --ids`): each run of `tokens_per_image`
 /// consecutive `image_token_id`s is one image. Errors: a run whose length is not a multiple of
 /// `tokens_per_image`, or a number of images other than `n_images`.
