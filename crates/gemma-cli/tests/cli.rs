@@ -252,3 +252,28 @@ fn paligemma_run_with_an_image() {
     let o = gemma(&["logits", "--model", &model, "--image", &image, "--ids", "2,3,4"]);
     assert_clean_failure(&o, "placeholders for 0 image(s)");
 }
+
+/// Gemma 3 with an image: `gemma run --image` renders one user turn through the chat template, expands the
+/// image as `Gemma3Processor` does, and generates transformers' greedy ids; `gemma logits --image` takes ids
+/// with the soft-token placeholders.
+#[test]
+fn gemma3_run_and_logits_with_an_image() {
+    let want = expected("gemma3_vision");
+    let model = tiny("gemma3_vision");
+    let image = PathBuf::from(&model).join("image.png").to_string_lossy().into_owned();
+    let n = want["greedy"]["generated"].as_array().unwrap().len().to_string();
+    let j = stdout_json(&gemma(&["run", "-m", &model, "--image", &image, "Describe this image.", "--temperature", "0", "-n", &n, "--json"]));
+    assert_eq!(j["ids"], want["greedy"]["generated"]);
+    assert_eq!(j["timings"]["prompt_tokens"], want["one_image"]["ids"].as_array().unwrap().len());
+    let ids: Vec<String> = want["one_image"]["ids"].as_array().unwrap().iter().map(|v| v.to_string()).collect();
+    let got = stdout_json(&gemma(&["logits", "--model", &model, "--image", &image, "--ids", &ids.join(",")]));
+    let (g, w) = (got["logits"].as_array().unwrap(), want["one_image"]["logits_f64"].as_array().unwrap());
+    assert_eq!(g.len(), w.len());
+    for (gr, wr) in g.iter().zip(w) {
+        for (a, b) in gr.as_array().unwrap().iter().zip(wr.as_array().unwrap()) {
+            assert!((a.as_f64().unwrap() - b.as_f64().unwrap()).abs() <= 1e-4);
+        }
+    }
+    let o = gemma(&["logits", "--model", &model, "--image", &image, "--ids", &ids.join(","), "--prefix-len", "3"]);
+    assert_clean_failure(&o, "--prefix-len is PaliGemma's");
+}

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{bail, Result};
+use gemma::model::config::Projector;
 use gemma::runtime::{stop_token_ids, Generation, TextStream};
 use gemma::tokenizer::EncodeOptions;
 
@@ -23,7 +24,9 @@ With --image (PaliGemma), the prompt is a task as the model was trained on: `cap
 what is in the picture?`, `ocr`, `detect cat ; dog`, `segment cat`; it is laid out as the processor does
 (the image's tokens, <bos>, the prompt, a newline). Detections come back as <locNNNN> tokens, which --json
 turns into {\"label\", \"box\": [x0, y0, x1, y1]} in pixels of the original image and --annotate draws.
-Segmentation codes (<segNNN>) are printed, not decoded (their VQ-VAE is not part of the checkpoint).")]
+Segmentation codes (<segNNN>) are printed, not decoded (their VQ-VAE is not part of the checkpoint).
+With a Gemma 3 4B+ checkpoint the prompt is a user turn instead (\"Describe this image.\"), rendered by the
+chat template with the image before the text, as transformers' Gemma3Processor does.")]
 pub struct Args {
     /// The prompt; `-` reads standard input.
     prompt: Option<String>,
@@ -55,7 +58,8 @@ pub struct Args {
     /// Print one JSON object (text, ids, finish_reason, timings) instead of streaming text.
     #[arg(long)]
     json: bool,
-    /// An image for a vision-language model (PaliGemma); the prompt is then a task such as `caption en`.
+    /// An image for a vision-language model: PaliGemma (the prompt is then a task such as `caption en`) or
+    /// Gemma 3 4B+ (the prompt is a user turn, put through the chat template after the image).
     #[arg(long, value_name = "FILE")]
     image: Option<PathBuf>,
     /// With --image: write the image with the detected boxes and labels drawn on it (PNG).
@@ -160,14 +164,20 @@ fn run_with_image(a: &Args, l: &common::Loaded, prompt: &str, path: &std::path::
     let Some(v) = &model.config.vision else {
         bail!("--image: {} has no image encoder (it is a text-only model)", l.path.display());
     };
-    if v.projector != gemma::model::config::Projector::PaliGemma {
-        bail!("--image with `gemma run` is for PaliGemma; Gemma 3 takes images through `gemma chat` and the server");
-    }
     let t_image = Instant::now();
     let mut images = super::vision::ImageInputs::default();
     images.push(model, &l.pool, &path.to_path_buf())?;
     let image_time = t_image.elapsed();
-    let p = gemma::runtime::multimodal::paligemma_prompt(tok, v, 1, prompt.trim_end(), None)?;
+    let p = match v.projector {
+        Projector::PaliGemma => gemma::runtime::multimodal::paligemma_prompt(tok, v, 1, prompt.trim_end(), None)?,
+        // Gemma 3: one user turn through the chat template, the image part first (as `<start_of_image>`),
+        // then the processor's expansion of it.
+        Projector::Gemma3 => {
+            let turn = gemma::tokenizer::Message::new("user", format!("<start_of_image>{}", prompt.trim_end()));
+            let rendered = tok.chat_template().render(&[turn], true)?;
+            gemma::runtime::multimodal::gemma3_prompt(tok, v, &rendered)?
+        }
+    };
     if p.ids.len() >= ctx {
         bail!("the prompt with its image is {} tokens, the context {ctx}: shorten it or raise --ctx-size", p.ids.len());
     }

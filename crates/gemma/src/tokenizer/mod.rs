@@ -104,7 +104,8 @@ impl Tokenizer {
     }
 
     /// From a checkpoint directory: `tokenizer.json` if present, else `tokenizer.model`; the chat template
-    /// and `add_bos_token` come from `tokenizer_config.json` when there is one.
+    /// and `add_bos_token` come from `tokenizer_config.json` when there is one; a `chat_template.jinja` file
+    /// (where transformers 5 saves the template) takes precedence.
     pub fn from_dir(dir: &Path) -> crate::Result<Tokenizer> {
         let (json, model) = (dir.join("tokenizer.json"), dir.join("tokenizer.model"));
         let mut vocab = if json.is_file() {
@@ -119,6 +120,10 @@ impl Tokenizer {
             let c = chat::read_tokenizer_config(&config)?;
             vocab.chat_template = c.chat_template.or(vocab.chat_template);
             vocab.add_bos = c.add_bos_token.unwrap_or(vocab.add_bos);
+        }
+        let jinja = dir.join("chat_template.jinja");
+        if jinja.is_file() {
+            vocab.chat_template = Some(std::fs::read_to_string(&jinja).map_err(|e| crate::Error::io(&jinja, e))?);
         }
         Tokenizer::from_vocab(vocab)
     }
