@@ -277,3 +277,31 @@ fn gemma3_run_and_logits_with_an_image() {
     let o = gemma(&["logits", "--model", &model, "--image", &image, "--ids", &ids.join(","), "--prefix-len", "3"]);
     assert_clean_failure(&o, "--prefix-len is PaliGemma's");
 }
+
+/// The same model as llama.cpp's GGUF pair: `--mmproj` adds the vision tower to the text .gguf, for `gemma run`
+/// and `gemma logits` (the projection is F16 in the mmproj file: logits within 3e-2, see
+/// crates/gemma/tests/gemma3_vision_gguf.rs); a text .gguf given as --mmproj fails cleanly.
+#[test]
+fn gemma3_gguf_with_mmproj() {
+    let want = expected("gemma3_vision");
+    let dir = PathBuf::from(tiny("gemma3_vision"));
+    let path = |p: &str| dir.join(p).to_string_lossy().into_owned();
+    let (text, mmproj, image) = (path("gguf/text.gguf"), path("gguf/mmproj.gguf"), path("image.png"));
+    let n = want["greedy"]["generated"].as_array().unwrap().len().to_string();
+    let j = stdout_json(&gemma(&["run", "-m", &text, "--mmproj", &mmproj, "--image", &image, "Describe this image.", "--temperature", "0", "-n", &n, "--json"]));
+    assert_eq!(j["ids"], want["greedy"]["generated"]);
+    assert_eq!(j["timings"]["prompt_tokens"], want["one_image"]["ids"].as_array().unwrap().len());
+    let ids: Vec<String> = want["one_image"]["ids"].as_array().unwrap().iter().map(|v| v.to_string()).collect();
+    let got = stdout_json(&gemma(&["logits", "--model", &text, "--mmproj", &mmproj, "--image", &image, "--ids", &ids.join(",")]));
+    let (g, w) = (got["logits"].as_array().unwrap(), want["one_image"]["logits_f64"].as_array().unwrap());
+    assert_eq!(g.len(), w.len());
+    for (gr, wr) in g.iter().zip(w) {
+        for (a, b) in gr.as_array().unwrap().iter().zip(wr.as_array().unwrap()) {
+            assert!((a.as_f64().unwrap() - b.as_f64().unwrap()).abs() <= 3e-2);
+        }
+    }
+    let o = gemma(&["run", "-m", &text, "--mmproj", &text, "--image", &image, "Describe this image."]);
+    assert_clean_failure(&o, "not an mmproj file");
+    let o = gemma(&["run", "-m", &text, "--image", &image, "Describe this image."]);
+    assert_clean_failure(&o, "--mmproj");
+}

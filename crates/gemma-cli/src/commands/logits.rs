@@ -12,6 +12,7 @@ use gemma::model::{Chunk, LogitsWanted, Scratch};
   gemma logits --model ./gemma-2b --ids 2,651,6037
   gemma logits --model model.gguf --ids 2,818,5279 --decode --top 5
   gemma logits --model ./paligemma-3b-pt-224 --image cat.jpg --ids 257152,...,257152,2,6737,...,108
+  gemma logits --model gemma-3-4b-it.gguf --mmproj mmproj.gguf --image cat.jpg --ids 2,105,...
 
 With --image, the ids carry the image placeholders exactly as the model's processor lays them out
 (PaliGemma: tokens_per_image `<image>` ids per image, then <bos>, the prompt and a newline; Gemma 3: a
@@ -23,6 +24,9 @@ pub struct Args {
     /// A checkpoint folder (config.json + *.safetensors) or a .gguf file.
     #[arg(short, long)]
     model: PathBuf,
+    /// llama.cpp's mmproj .gguf (vision tower and projector) for a Gemma 3 text .gguf given as --model.
+    #[arg(long, value_name = "FILE")]
+    mmproj: Option<PathBuf>,
     /// Comma-separated token ids (include BOS = 2 yourself).
     #[arg(long, value_delimiter = ',', required = true)]
     ids: Vec<u32>,
@@ -44,7 +48,11 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let model = gemma::load(&a.model).with_context(|| format!("loading {}", a.model.display()))?;
+    let model = match &a.mmproj {
+        Some(mm) => gemma::load_with_mmproj(&a.model, mm)
+            .with_context(|| format!("loading {} with the vision tower of {}", a.model.display(), mm.display()))?,
+        None => gemma::load(&a.model).with_context(|| format!("loading {}", a.model.display()))?,
+    };
     if a.ids.is_empty() {
         bail!("--ids is empty");
     }

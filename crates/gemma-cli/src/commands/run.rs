@@ -26,7 +26,9 @@ what is in the picture?`, `ocr`, `detect cat ; dog`, `segment cat`; it is laid o
 turns into {\"label\", \"box\": [x0, y0, x1, y1]} in pixels of the original image and --annotate draws.
 Segmentation codes (<segNNN>) are printed, not decoded (their VQ-VAE is not part of the checkpoint).
 With a Gemma 3 4B+ checkpoint the prompt is a user turn instead (\"Describe this image.\"), rendered by the
-chat template with the image before the text, as transformers' Gemma3Processor does.")]
+chat template with the image before the text, as transformers' Gemma3Processor does. A Gemma 3 .gguf
+takes its vision tower from llama.cpp's mmproj file:
+  gemma run -m gemma-3-4b-it.gguf --mmproj mmproj.gguf --image photo.jpg \"Describe this image.\"")]
 pub struct Args {
     /// The prompt; `-` reads standard input.
     prompt: Option<String>,
@@ -162,7 +164,7 @@ pub fn run(a: Args) -> Result<()> {
 fn run_with_image(a: &Args, l: &common::Loaded, prompt: &str, path: &std::path::Path, ctx: usize, sampler: gemma::runtime::SamplerConfig) -> Result<()> {
     let (model, tok) = (&l.model, &l.tokenizer);
     let Some(v) = &model.config.vision else {
-        bail!("--image: {} has no image encoder (it is a text-only model)", l.path.display());
+        bail!("--image: {} has no image encoder (it is a text-only model; a Gemma 3 .gguf takes its vision tower from --mmproj FILE)", l.path.display());
     };
     let t_image = Instant::now();
     let mut images = super::vision::ImageInputs::default();

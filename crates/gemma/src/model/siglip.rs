@@ -134,19 +134,10 @@ impl VisionWeights {
                 b: r.vector(&format!("{proj}linear.bias"), &[text_d_model])?,
             },
             Projector::Gemma3 => {
-                let (name, t) = r.get(&format!("{proj}mm_input_projection_weight"))?;
-                check_shape(&store.path, &name, t, &[d, text_d_model])?;
-                if t.dtype.block_len() != 1 {
-                    return Err(Error::UnsupportedDType {
-                        file: store.path.clone(),
-                        name,
-                        dtype: t.dtype.name().into(),
-                        what: "is stored (in, out) and must be transposed: only plain float types can be".into(),
-                    });
-                }
+                let w = r.gemma3_projection(&format!("{proj}mm_input_projection_weight"), d, text_d_model)?;
                 let mut norm = r.vector(&format!("{proj}mm_soft_emb_norm.weight"), &[d])?;
                 norm.iter_mut().for_each(|x| *x += 1.0);
-                ProjectorWeights::Gemma3 { norm, w: to_matrix(&store.path, &name, &transposed(t), text_d_model, d)? }
+                ProjectorWeights::Gemma3 { norm, w }
             }
         };
         Ok(VisionWeights {
@@ -156,6 +147,53 @@ impl VisionWeights {
             layers: (0..e.n_layers).map(layer).collect::<Result<_>>()?,
             post_ln: r.layer_norm(&format!("{tower}post_layernorm"), d)?,
             projector,
+        })
+    }
+
+    /// Read a Gemma 3 tower from llama.cpp's mmproj GGUF (`v.*`, `mm.*`, as `convert_hf_to_gguf.py --mmproj`
+    /// names them; shapes row-major as the GGUF reader gives them, the same as transformers' except where
+    /// noted). `mm.soft_emb_norm.weight` is stored as `1 + w` and used as stored; `mm.input_projection.weight`
+    /// is transformers' (in, out) matrix (clip.cpp transposes it when it multiplies), transposed here as in
+    /// [`from_store`](Self::from_store). Errors: another projector, a missing tensor (by its GGUF name), a
+    /// wrong shape.
+    pub fn from_mmproj(cfg: &VisionConfig, text_d_model: usize, store: &TensorStore) -> Result<VisionWeights> {
+        if cfg.projector != Projector::Gemma3 {
+            return Err(Error::Unsupported { feature: format!("{}: an mmproj tower other than Gemma 3's", store.path.display()) });
+        }
+        let r = VisionReader { store };
+        let e = &cfg.encoder;
+        let (d, f, p) = (e.d_model, e.ffn_dim, e.patch_size);
+        let (name, t) = r.get("v.patch_embd.weight")?;
+        check_shape(&store.path, &name, t, &[d, 3, p, p])?;
+        let patch = to_matrix(&store.path, &name, &reshaped(t, &[d, 3 * p * p]), d, 3 * p * p)?;
+        let layer = |i: usize| -> Result<SiglipLayer> {
+            let l = format!("v.blk.{i}.");
+            let lin = |n: &str, rows, cols| r.matrix(&format!("{l}{n}.weight"), rows, cols);
+            let bias = |n: &str, len| r.vector(&format!("{l}{n}.bias"), &[len]);
+            Ok(SiglipLayer {
+                ln1: r.layer_norm(&format!("{l}ln1"), d)?,
+                q: lin("attn_q", d, d)?,
+                k: lin("attn_k", d, d)?,
+                v: lin("attn_v", d, d)?,
+                o: lin("attn_out", d, d)?,
+                qkvo_bias: [bias("attn_q", d)?, bias("attn_k", d)?, bias("attn_v", d)?, bias("attn_out", d)?],
+                ln2: r.layer_norm(&format!("{l}ln2"), d)?,
+                fc1: lin("ffn_up", f, d)?,
+                fc1_bias: bias("ffn_up", f)?,
+                fc2: lin("ffn_down", d, f)?,
+                fc2_bias: bias("ffn_down", d)?,
+            })
+        };
+        Ok(VisionWeights {
+            patch,
+            patch_bias: r.vector("v.patch_embd.bias", &[d])?,
+            position: r.vector("v.position_embd.weight", &[e.n_patches(), d])?,
+            layers: (0..e.n_layers).map(layer).collect::<Result<_>>()?,
+            post_ln: r.layer_norm("v.post_ln", d)?,
+            projector: ProjectorWeights::Gemma3 {
+                norm: r.vector("mm.soft_emb_norm.weight", &[d])?,
+                w: r.gemma3_projection("mm.input_projection.weight", d, text_d_model)?,
+            },
         })
     }
 
@@ -350,6 +388,20 @@ impl VisionReader<'_> {
         let (name, t) = self.get(name)?;
         check_shape(&self.store.path, &name, t, shape)?;
         Ok(t.to_f32_vec())
+    }
+    /// Gemma 3's projection, stored (in = vision d, out = text d), as a (text d, vision d) matrix.
+    fn gemma3_projection(&self, name: &str, d: usize, text_d_model: usize) -> Result<Matrix> {
+        let (name, t) = self.get(name)?;
+        check_shape(&self.store.path, &name, t, &[d, text_d_model])?;
+        if t.dtype.block_len() != 1 {
+            return Err(Error::UnsupportedDType {
+                file: self.store.path.clone(),
+                name,
+                dtype: t.dtype.name().into(),
+                what: "is stored (in, out) and must be transposed: only plain float types can be".into(),
+            });
+        }
+        to_matrix(&self.store.path, &name, &transposed(t), text_d_model, d)
     }
     fn layer_norm(&self, name: &str, d: usize) -> Result<LayerNormWeights> {
         Ok(LayerNormWeights { w: self.vector(&format!("{name}.weight"), &[d])?, b: self.vector(&format!("{name}.bias"), &[d])? })

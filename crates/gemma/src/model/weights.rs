@@ -343,9 +343,11 @@ impl Weights {
             .map(|i| r.layer(i))
             .collect::<Result<Vec<_>>>()?;
         let final_norm = r.norm(Role::FinalNorm, 0, d)?;
+        // A GGUF's tower lives in a separate mmproj file (`VisionWeights::from_mmproj`, attached by the loader).
         let vision = cfg
             .vision
             .as_ref()
+            .filter(|_| names == NameScheme::HuggingFace)
             .map(|v| VisionWeights::from_store(v, d, store))
             .transpose()?;
         Ok(Weights {

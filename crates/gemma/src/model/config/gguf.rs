@@ -5,7 +5,7 @@
 //! GGUF runs here as it runs there. Every field of [`RawConfig`] is filled explicitly: none of transformers'
 //! per-family defaults (which [`Config::from_raw`] applies to Hugging Face configs) leaks into a GGUF model.
 
-use super::{Family, LayerType, RawConfig, Rope};
+use super::{Family, LayerType, Projector, RawConfig, RawVision, Rope};
 use crate::formats::gguf::{GgufFile, Value};
 use crate::{Error, Result};
 
@@ -227,8 +227,8 @@ fn rope_linear_factor(k: &Keys) -> Result<f32> {
 /// - gemma: every layer global;
 /// - gemma2: window `attention.sliding_window`, default 4096 ("default value of gemma 2"), pattern 2 (even
 ///   layers slide); sliding layers share the global RoPE;
-/// - gemma3: if `attention.sliding_window` is present and positive, pattern 6 (five sliding layers, then one
-///   global: layer i is global iff (i + 1) % 6 == 0) and the sliding layers use RoPE base 10000 without
+/// - gemma3: if `attention.sliding_window` is present and positive, pattern `attention.sliding_window_pattern`,
+///   default 6 (five sliding layers, then one global: layer i is global iff (i + 1) % 6 == 0) and the sliding layers use RoPE base 10000 without
 ///   scaling (`rope_freq_base_train_swa = 10000.0f; rope_freq_scale_train_swa = 1.0f`), so the linear
 ///   factor applies to the global layers only, as in transformers. Without a window every layer is global.
 fn attention_layout(
@@ -256,7 +256,7 @@ fn attention_layout(
         Family::Gemma2 => (pattern(2), Some(window.unwrap_or(4096)), global),
         Family::Gemma3 => match window {
             Some(w) if w > 0 => (
-                pattern(6),
+                pattern(swa_period(k)?),
                 Some(w),
                 Rope {
                     base: 10000.0,
@@ -266,6 +266,16 @@ fn attention_layout(
             _ => (all_full, None, global),
         },
     })
+}
+
+/// Gemma 3's `attention.sliding_window_pattern` (llama.cpp: `swa_period = 6` unless the key says otherwise;
+/// the converter writes none for the releases, which all use 6).
+fn swa_period(k: &Keys) -> Result<usize> {
+    match k.u32("attention.sliding_window_pattern")? {
+        None => Ok(6),
+        Some(0) => Err(Error::config(k.file.path(), k.name("attention.sliding_window_pattern"), "must be positive")),
+        Some(n) => Ok(n as usize),
+    }
 }
 
 /// Soft-caps (`Some(None)` = none). llama.cpp: Gemma 2 caps attention scores and logits, defaulting to the
@@ -311,6 +321,76 @@ fn end_of_generation_ids(file: &GgufFile) -> Result<Option<Vec<u32>>> {
     let mut seen = std::collections::HashSet::new();
     ids.retain(|id| seen.insert(*id));
     Ok((!ids.is_empty()).then_some(ids))
+}
+
+/// The vision side of a Gemma 3 model from llama.cpp's mmproj GGUF (`general.architecture` = `clip`, written by
+/// `convert_hf_to_gguf.py --mmproj`), read as llama.cpp's `tools/mtmd/clip.cpp` reads it: the `clip.vision.*`
+/// sizes, `clip.projector_type` = `gemma3`, and the pooling from `clip.vision.projector.scale_factor` (the
+/// pooling kernel's side; clip.cpp's default for gemma3 is 4, i.e. 64 → 16 patches per side, 256 tokens). The
+/// placeholder id is the text file's `<image_soft_token>` (an mmproj file has no vocabulary). Errors name
+/// the mmproj file: another architecture (a text GGUF given as the mmproj), another projector, a missing size.
+pub fn raw_vision(mmproj: &GgufFile, text: &GgufFile) -> Result<RawVision> {
+    let path = mmproj.path();
+    let arch = mmproj.architecture()?;
+    if arch != "clip" {
+        return Err(Error::format(
+            path,
+            format!("general.architecture is `{arch}`, not `clip`: not an mmproj file (llama.cpp's vision projector GGUF)"),
+        ));
+    }
+    match mmproj.get_str("clip.projector_type")? {
+        Some("gemma3") => {}
+        Some(other) => {
+            return Err(Error::Unsupported {
+                feature: format!(
+                    "the `{other}` vision projector of {} (clip.projector_type; only Gemma 3's `gemma3` is)",
+                    path.display()
+                ),
+            })
+        }
+        None => return Err(Error::config(path, "clip.projector_type", "missing")),
+    }
+    if mmproj.get_bool("clip.has_vision_encoder")? == Some(false) {
+        return Err(Error::config(path, "clip.has_vision_encoder", "false: the file has no vision tower"));
+    }
+    let size = |key: &str| -> Result<usize> {
+        let name = format!("clip.vision.{key}");
+        match mmproj.get_u32(&name)? {
+            Some(v) => Ok(v as usize),
+            None => Err(Error::config(path, name, "missing (llama.cpp requires it too)")),
+        }
+    };
+    let (image_size, patch_size) = (size("image_size")?, size("patch_size")?);
+    // clip.cpp: `proj_scale_factor` defaults to 4 for PROJECTOR_TYPE_GEMMA3.
+    let scale = mmproj.get_u32("clip.vision.projector.scale_factor")?.unwrap_or(4) as usize;
+    let per_side = if patch_size == 0 { 0 } else { image_size / patch_size };
+    if scale == 0 || per_side % scale != 0 {
+        return Err(Error::config(
+            path,
+            "clip.vision.projector.scale_factor",
+            format!("{scale} does not divide the {per_side} patches per side"),
+        ));
+    }
+    let eps = mmproj.get_f32("clip.vision.attention.layer_norm_epsilon")?.unwrap_or(1e-6);
+    let soft = text
+        .get_arr("tokenizer.ggml.tokens")?
+        .and_then(|t| t.iter().position(|t| t.as_str() == Some("<image_soft_token>")))
+        .ok_or_else(|| {
+            Error::config(text.path(), "tokenizer.ggml.tokens", "has no <image_soft_token> (the placeholder Gemma 3 images replace)")
+        })?;
+    Ok(RawVision {
+        projector: Some(Projector::Gemma3),
+        hidden_size: Some(size("embedding_length")?),
+        intermediate_size: Some(size("feed_forward_length")?),
+        num_hidden_layers: Some(size("block_count")?),
+        num_attention_heads: Some(size("attention.head_count")?),
+        image_size: Some(image_size),
+        patch_size: Some(patch_size),
+        layer_norm_eps: Some(eps as f64),
+        projection_dim: mmproj.get_u32("clip.vision.projection_dim")?.map(|v| v as usize),
+        mm_tokens_per_image: Some((per_side / scale).pow(2)),
+        image_token_index: Some(soft as u32),
+    })
 }
 
 #[cfg(test)]

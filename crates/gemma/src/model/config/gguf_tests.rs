@@ -75,6 +75,21 @@ fn gemma3_defaults_follow_llamacpp() {
 }
 
 #[test]
+fn gemma3_sliding_window_pattern_key() {
+    let c = config(&meta(
+        "gemma3",
+        &[
+            ("attention.sliding_window", Value::U32(8)),
+            ("attention.sliding_window_pattern", Value::U32(4)),
+        ],
+        &[],
+    ))
+    .unwrap();
+    let global: Vec<bool> = c.layers.iter().map(|l| l.attention().unwrap().scope == AttentionScope::Global).collect();
+    assert_eq!(global, (0..global.len()).map(|i| i % 4 == 3).collect::<Vec<_>>());
+}
+
+#[test]
 fn gemma3_without_window_is_all_global() {
     let c = config(&meta("gemma3", &[], &[])).unwrap();
     assert!(c
