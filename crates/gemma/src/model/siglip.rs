@@ -21,6 +21,7 @@ use crate::kernels::{matmul, matmul_many, ActCache, Matrix, ThreadPool};
 use crate::{Error, Result};
 
 use super::config::{Projector, SiglipConfig, VisionConfig};
+use super::decoder::add_bias;
 use super::weights::{check_shape, to_matrix};
 
 /// A LayerNorm's weight and bias, f32, (d).
@@ -252,9 +253,7 @@ impl VisionWeights {
         match &self.projector {
             ProjectorWeights::PaliGemma { w, b } => {
                 matmul(pool, w, features, &mut out, &mut acts);
-                for row in out.chunks_exact_mut(b.len()) {
-                    row.iter_mut().zip(b).for_each(|(x, b)| *x += b);
-                }
+                add_bias(&mut out, b);
             }
             ProjectorWeights::Gemma3 { norm, w } => {
                 let mut pooled = avg_pool(features, e.patches_per_side(), e.d_model, cfg.tokens_per_image);
@@ -360,12 +359,6 @@ fn encoder_layer(
     matmul(pool, &l.fc2, &s.ffn, &mut s.out, acts);
     add_bias(&mut s.out, &l.fc2_bias);
     h.iter_mut().zip(&s.out).for_each(|(h, o)| *h += o);
-}
-
-fn add_bias(y: &mut [f32], b: &[f32]) {
-    for r in y.chunks_exact_mut(b.len()) {
-        r.iter_mut().zip(b).for_each(|(a, b)| *a += b);
-    }
 }
 
 /// Reads the tower's tensors by name; errors name the file and the tensor.
