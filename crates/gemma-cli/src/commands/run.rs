@@ -110,17 +110,7 @@ pub fn run(a: Args) -> Result<()> {
 
     let t_gen = Instant::now();
     let mut out = std::io::stdout().lock();
-    let mut stream = TextStream::new(tok, stop_token_ids(model, tok), a.stop.clone());
-    let mut text = String::new();
-    let finish = gen.generate(&l.pool, &mut stream, a.max_tokens, |piece| -> Result<bool> {
-        text.push_str(piece);
-        if !a.json {
-            out.write_all(piece.as_bytes())?;
-            out.flush()?;
-        }
-        Ok(true)
-    })?;
-    let generated = stream.ids();
+    let (text, generated, finish) = stream_answer(&a, &l, &mut gen, &mut out)?;
     let gen_time = t_gen.elapsed();
     let (pp, tg) = (common::rate(ids.len(), prompt_time), common::rate(generated.len(), gen_time));
     if a.json {
@@ -191,17 +181,7 @@ fn run_with_image(a: &Args, l: &common::Loaded, prompt: &str, path: &std::path::
 
     let t_gen = Instant::now();
     let mut out = std::io::stdout().lock();
-    let mut stream = TextStream::new(tok, stop_token_ids(model, tok), a.stop.clone());
-    let mut text = String::new();
-    let finish = gen.generate(&l.pool, &mut stream, a.max_tokens, |piece| -> Result<bool> {
-        text.push_str(piece);
-        if !a.json {
-            out.write_all(piece.as_bytes())?;
-            out.flush()?;
-        }
-        Ok(true)
-    })?;
-    let generated = stream.ids();
+    let (text, generated, finish) = stream_answer(a, l, &mut gen, &mut out)?;
     let gen_time = t_gen.elapsed();
     let img = &images.images[0];
     let detections = gemma::runtime::detect::parse_detections(&text, img.width(), img.height());
@@ -254,4 +234,20 @@ fn run_with_image(a: &Args, l: &common::Loaded, prompt: &str, path: &std::path::
         }
     }
     Ok(())
+}
+
+/// Generate after the prompt, streaming the text to `out` unless `--json`; the text, ids and finish reason.
+fn stream_answer(a: &Args, l: &common::Loaded, gen: &mut Generation, out: &mut impl Write) -> Result<(String, Vec<u32>, gemma::runtime::FinishReason)> {
+    let (model, tok) = (&l.model, &l.tokenizer);
+    let mut stream = TextStream::new(tok, stop_token_ids(model, tok), a.stop.clone());
+    let mut text = String::new();
+    let finish = gen.generate(&l.pool, &mut stream, a.max_tokens, |piece| -> Result<bool> {
+        text.push_str(piece);
+        if !a.json {
+            out.write_all(piece.as_bytes())?;
+            out.flush()?;
+        }
+        Ok(true)
+    })?;
+    Ok((text, stream.ids().to_vec(), finish))
 }
