@@ -20,6 +20,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 # The tiny random PaliGemma checkpoint (a folder: config, safetensors, tokenizer) and its 32x32 test images.
 TINY_PALIGEMMA = REPO / "tests" / "fixtures" / "tiny" / "paligemma"
+TINY_GEMMA3_VISION = REPO / "tests" / "fixtures" / "tiny" / "gemma3_vision"
 
 
 def gemma_bin():

@@ -1,6 +1,7 @@
 """Images through the official `openai` client: `gemma serve` on the committed tiny random PaliGemma
-(tests/fixtures/tiny/paligemma; needs no GEMMA_MODEL), an `image_url` content part with a base64 data URL,
-and the answer checked token for token against transformers' greedy ids in the fixture's expected.json.
+(tests/fixtures/tiny/paligemma) and Gemma 3 with its vision tower (tests/fixtures/tiny/gemma3_vision; neither
+needs GEMMA_MODEL), `image_url` content parts with base64 data URLs, and the answers checked against
+transformers' greedy ids in the fixtures' expected.json and chat_greedy.json.
 """
 
 import base64
@@ -10,7 +11,7 @@ import openai
 import pytest
 from openai import OpenAI
 
-from conftest import TINY_PALIGEMMA, running
+from conftest import TINY_GEMMA3_VISION, TINY_PALIGEMMA, running
 
 MODEL_ID = "paligemma"
 
@@ -63,3 +64,22 @@ def test_image_url_part_with_paligemma():
             c.chat.completions.create(model=MODEL_ID, messages=remote, max_tokens=4)
         assert e.value.body["param"] == "messages[0].content[1].image_url.url"
         assert "data: URL" in e.value.body["message"]
+
+
+def test_image_url_parts_with_gemma3():
+    """Several images in a message and images in earlier turns, as a chat client sends them."""
+    cases = json.loads((TINY_GEMMA3_VISION / "chat_greedy.json").read_text())
+
+    def part(c):
+        if c["type"] == "image":
+            url = "data:image/png;base64," + base64.b64encode((TINY_GEMMA3_VISION / c["path"]).read_bytes()).decode()
+            return {"type": "image_url", "image_url": {"url": url}}
+        return c
+
+    with running("--ctx-size", "512", "--parallel", "2", model=TINY_GEMMA3_VISION) as s:
+        c = OpenAI(base_url=s.base_url, api_key="-", max_retries=0, timeout=120)
+        for case in cases:
+            messages = [{"role": m["role"], "content": [part(p) for p in m["content"]]} for m in case["messages"]]
+            r = c.chat.completions.create(model="gemma3", messages=messages, max_tokens=len(case["generated"]), temperature=0)
+            assert r.choices[0].message.content == case["text"]
+            assert r.usage.prompt_tokens == len(case["prompt_ids"])

@@ -164,6 +164,66 @@ fn recurrent_gemma_chat_turns_equal_a_fresh_read() {
     let _ = std::fs::remove_file(saved);
 }
 
+/// `gemma chat` with pictures (Gemma 3): `/image FILE` attaches an image to the next message, and every answer
+/// is transformers' greedy answer to the same conversation (tests/fixtures/tiny/gemma3_vision/chat_greedy.json,
+/// by tools/fixtures/gemma3_vision_chat_greedy.py): two images in one message; an image in the first turn, then a
+/// turn of text (the image's tokens stay in the cache), then another image. A conversation saved with its
+/// images and loaded again gives the same next answer; a bad image is an error line and the chat goes on.
+#[test]
+fn gemma3_chat_with_images_matches_transformers() {
+    use std::io::Write;
+    use std::process::Stdio;
+    let dir = PathBuf::from(tiny("gemma3_vision"));
+    let chat = |input: &str| -> (String, String) {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_gemma"))
+            .args(["chat", "--model", dir.to_str().unwrap(), "-q", "--temperature", "0", "-n", "10"])
+            .current_dir(&dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        let o = child.wait_with_output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        (String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
+    };
+    let want: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("chat_greedy.json")).unwrap()).unwrap();
+    let text = |i: usize| want[i]["text"].as_str().unwrap().to_string();
+    // The user's text of the last message of a case.
+    let asked = |i: usize| {
+        let m = want[i]["messages"].as_array().unwrap();
+        m.last().unwrap()["content"].as_array().unwrap().iter().find_map(|c| c["text"].as_str()).unwrap().to_string()
+    };
+    let (out, _) = chat(&format!("/image image.png\n/image image_b.png\n{}\n", asked(0)));
+    assert_eq!(out, format!("{}\n", text(0)), "two images in one message");
+    let first = expected("gemma3_vision")["greedy"]["text"].as_str().unwrap().to_string();
+    let saved = std::env::temp_dir().join(format!("gemma-cli-chat-images-{}.json", std::process::id()));
+    let saved = saved.to_str().unwrap();
+    let (out, err) = chat(&format!(
+        "/image image.png\nDescribe this image.\n/image no-such-file.png\n{}\n/save {saved}\n/image image_b.png\n{}\n",
+        asked(1),
+        asked(2)
+    ));
+    assert_eq!(out, format!("{first}\n{}\n{}\n", text(1), text(2)), "three turns with images");
+    assert!(err.contains("no-such-file.png") && err.lines().filter(|l| l.contains("No such file")).count() == 1, "{err}");
+    assert!(!err.contains("(os error 2): No such file"), "the OS error said twice: {err}");
+    let (out, _) = chat(&format!("/load {saved}\n/image image_b.png\n{}\n", asked(2)));
+    assert_eq!(out, format!("{}\n", text(2)), "the saved conversation, its image re-read, then the third turn");
+    let _ = std::fs::remove_file(saved);
+    // A text-only model and PaliGemma say why they take no /image.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gemma"))
+        .args(["chat", "--model", &tiny("paligemma"), "-q"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(format!("/image {}\n", dir.join("image.png").display()).as_bytes()).unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(String::from_utf8_lossy(&o.stderr).contains("PaliGemma has no chat template"), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
 #[test]
 fn inspect_recurrentgemma_states_its_constant_state() {
     let o = gemma(&["inspect", "--preset", "recurrentgemma-2b", "--explain"]);

@@ -11,13 +11,16 @@
 //! parts (OpenAI's shape; `detail` is accepted and ignored). Only inline `data:` URLs with base64 data are
 //! read: this server fetches nothing, neither remote URLs nor file paths. The image is decoded (PNG, JPEG or
 //! WebP) and preprocessed here, on the HTTP side, so that the scheduler thread only runs the vision encoder.
-//! Which models take images, and how the prompt is laid out, is told by [`ChatRequest`]'s `prepare`.
+//! Which models take images, and how the prompt is laid out, is told by [`ChatRequest`]'s `prepare`. Parts
+//! with the same data are decoded and encoded once per request.
+
+use std::sync::Arc;
 
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use base64::Engine as _;
 use gemma::model::config::{Projector, VisionConfig};
 use gemma::runtime::image::decode_image;
-use gemma::runtime::multimodal::{model_pixels, paligemma_prompt};
+use gemma::runtime::multimodal::{gemma3_prompt, model_pixels, paligemma_prompt};
 use gemma::runtime::SamplerConfig;
 use gemma::tokenizer::{ChatTemplate, FimTokens, Message, Tokenizer};
 use serde::de::DeserializeOwned;
@@ -178,25 +181,30 @@ pub struct Prepared {
     pub include_usage: bool,
     /// The model name to echo back.
     pub model: Option<String>,
-    /// The request's image, decoded and preprocessed for the vision encoder.
-    pub image: Option<ImageInput>,
-    /// The image's size in pixels (width, height), for the boxes of a PaliGemma answer.
+    /// The request's images in prompt order, decoded and preprocessed for the vision encoder.
+    pub images: Vec<ImageInput>,
+    /// PaliGemma's image's size in pixels (width, height), for the boxes of its answer.
     pub image_size: Option<(u32, u32)>,
 }
 
 impl Request<ChatRequest> {
-    /// The conversation as a prompt: through the model's chat template, or, with an image, as PaliGemma
-    /// prompts are laid out.
+    /// The conversation as a prompt: through the model's chat template, or, with an image, as the model's
+    /// processor lays it out.
     ///
-    /// Images are for PaliGemma, which has no chat template: it is a single-turn task model trained on
-    /// prompts such as `caption en`, `detect cat`, `answer en what is this?` after exactly one image. So a
-    /// request with an image takes exactly one (a 400 otherwise), the last message must be the user's, and
-    /// the text parts of that message are the task prompt, laid out by `paligemma_prompt` (image
-    /// placeholders, `<bos>`, the prompt, `\n`: the prefix, which attends bidirectionally) instead of the
-    /// template; earlier messages have no place in that layout and are not part of the prompt. A chat request
-    /// without an image cannot be laid out for PaliGemma and is refused (raw text goes through
-    /// `/v1/completions`). An image for a text-only model is a 400 saying so; Gemma 3's images are not
-    /// supported yet (a 400).
+    /// Gemma 3 (a checkpoint with its vision tower, or a GGUF with `--mmproj`): a message's image parts go
+    /// through the chat template as `<start_of_image>` where they stand among its text parts (each text part
+    /// trimmed, as Gemma 3's template trims them), then each `<start_of_image>` is expanded to the image's
+    /// block of soft tokens as `Gemma3Processor` does; any number of images, in any messages. A text part
+    /// may not itself hold `<start_of_image>` (it would stand for an image that was not sent).
+    ///
+    /// PaliGemma has no chat template: it is a single-turn task model trained on prompts such as
+    /// `caption en`, `detect cat`, `answer en what is this?` after exactly one image. So a request with an
+    /// image takes exactly one (a 400 otherwise), the last message must be the user's, and the text parts of
+    /// that message are the task prompt, laid out by `paligemma_prompt` (image placeholders, `<bos>`, the
+    /// prompt, `\n`: the prefix, which attends bidirectionally) instead of the template; earlier messages have
+    /// no place in that layout and are not part of the prompt. A chat request without an image cannot be laid
+    /// out for PaliGemma and is refused (raw text goes through `/v1/completions`). An image for a text-only
+    /// model is a 400 saying so.
     pub fn prepare(self, l: &Limits) -> Result<Prepared, ApiError> {
         let Request { body: req, common } = self;
         if req.logprobs == Some(true) {
@@ -214,15 +222,17 @@ impl Request<ChatRequest> {
             return Err(ApiError::invalid_param("messages", "`messages` must hold at least one message"));
         }
         let mut images = Vec::new();
-        let messages = req.messages.iter().enumerate().map(|(i, m)| to_message(i, m, &mut images)).collect::<Result<Vec<_>, _>>()?;
+        let gemma3 = l.vision.is_some_and(|v| v.projector == Projector::Gemma3);
+        let messages =
+            req.messages.iter().enumerate().map(|(i, m)| to_message(i, m, &mut images, gemma3)).collect::<Result<Vec<_>, _>>()?;
         let paligemma = l.vision.filter(|v| v.projector == Projector::PaliGemma);
-        let (prompt, image) = match (images.is_empty(), paligemma) {
+        let (prompt, images, image_size) = match (images.is_empty(), paligemma) {
             (true, None) => {
                 let ids = l
                     .tokenizer
                     .encode_chat(l.template, &messages)
                     .map_err(|e| ApiError::invalid_param("messages", format!("the chat template refused the conversation: {e}")))?;
-                (ids, None)
+                (ids, Vec::new(), None)
             }
             (true, Some(_)) => {
                 return Err(ApiError::invalid_param(
@@ -231,9 +241,13 @@ impl Request<ChatRequest> {
                      (e.g. `caption en`), or raw text to /v1/completions",
                 ))
             }
-            (false, _) => {
-                let (ids, image) = image_prompt(l, &messages, images)?;
-                (ids, Some(image))
+            (false, Some(v)) => {
+                let (ids, image, size) = paligemma_image_prompt(l, v, &messages, images)?;
+                (ids, vec![image], Some(size))
+            }
+            (false, None) => {
+                let (ids, images) = gemma3_image_prompt(l, &messages, images)?;
+                (ids, images, None)
             }
         };
         let max_tokens = match (req.max_completion_tokens, common.max_tokens) {
@@ -244,10 +258,8 @@ impl Request<ChatRequest> {
         // Chat's default, as OpenAI's: until the reply ends or the context is full.
         let prompt = Prompt { ids: prompt, param: "messages", stop_ids: l.stop_ids.to_vec(), max_tokens, default_max: usize::MAX };
         let mut p = prepare_common(common, prompt, l)?;
-        if let Some((input, size)) = image {
-            p.image = Some(input);
-            p.image_size = Some(size);
-        }
+        p.images = images;
+        p.image_size = image_size;
         Ok(p)
     }
 }
@@ -259,19 +271,34 @@ struct ImagePart<'a> {
     base64: &'a str,
 }
 
-/// PaliGemma's prompt for a request with images (see `prepare` of `Request<ChatRequest>`): the checks, then
-/// the image decoded and preprocessed, and the prompt laid out around it.
-fn image_prompt(l: &Limits, messages: &[Message], images: Vec<ImagePart>) -> Result<(Vec<u32>, (ImageInput, (u32, u32))), ApiError> {
-    let first = &images[0].param;
-    let Some(v) = l.vision else {
-        return Err(ApiError::invalid_param(first.clone(), "this model is text-only (it has no vision tower): it cannot take images"));
-    };
-    if v.projector != Projector::PaliGemma {
-        return Err(ApiError::invalid_param(
-            first.clone(),
-            "images for Gemma 3 are not supported yet by this server (PaliGemma's are)",
-        ));
+/// An image part, decoded and preprocessed for `v`'s encoder: its pixels (shared with any earlier part of the
+/// request with the same data, so that the scheduler encodes it once) and its size (width, height).
+fn image_pixels(
+    v: &VisionConfig,
+    part: &ImagePart,
+    seen: &mut Vec<(String, Arc<Vec<f32>>, (u32, u32))>,
+) -> Result<(Arc<Vec<f32>>, (u32, u32)), ApiError> {
+    if let Some((_, pixels, size)) = seen.iter().find(|(data, _, _)| data == part.base64) {
+        return Ok((pixels.clone(), *size));
     }
+    let bytes = decode_base64(part.base64).map_err(|e| {
+        ApiError::invalid_param(part.param.clone(), format!("{}: the data URL's base64 data does not decode: {e}", part.param))
+    })?;
+    let image = decode_image(&bytes, &part.param).map_err(|e| ApiError::invalid_param(part.param.clone(), e.to_string()))?;
+    drop(bytes);
+    let (pixels, size) = (Arc::new(model_pixels(&image, v)), (image.width(), image.height()));
+    seen.push((part.base64.to_string(), pixels.clone(), size));
+    Ok((pixels, size))
+}
+
+/// PaliGemma's prompt for a request with images (see `prepare` of `Request<ChatRequest>`): the checks, then
+/// the image decoded and preprocessed, and the prompt laid out around it; with the image's size.
+fn paligemma_image_prompt(
+    l: &Limits,
+    v: &VisionConfig,
+    messages: &[Message],
+    images: Vec<ImagePart>,
+) -> Result<(Vec<u32>, ImageInput, (u32, u32)), ApiError> {
     if images.len() != 1 {
         return Err(ApiError::invalid_param(
             "messages",
@@ -285,17 +312,44 @@ fn image_prompt(l: &Limits, messages: &[Message], images: Vec<ImagePart>) -> Res
             "with an image, the last message must be the user's: its text is PaliGemma's task prompt (e.g. `caption en`)",
         ));
     }
-    let part = &images[0];
-    let bytes = decode_base64(part.base64).map_err(|e| {
-        ApiError::invalid_param(part.param.clone(), format!("{}: the data URL's base64 data does not decode: {e}", part.param))
-    })?;
-    let image = decode_image(&bytes, &part.param).map_err(|e| ApiError::invalid_param(part.param.clone(), e.to_string()))?;
-    drop(bytes);
-    let pixels = model_pixels(&image, v);
+    let (pixels, size) = image_pixels(v, &images[0], &mut Vec::new())?;
     let p = paligemma_prompt(l.tokenizer, v, 1, last.content.trim_end(), None)
         .map_err(|e| ApiError::invalid_param("messages", format!("cannot lay out PaliGemma's prompt: {e}")))?;
-    let input = ImageInput { pixels, at: p.image_at[0], prefix: p.bidirectional[0].end };
-    Ok((p.ids, (input, (image.width(), image.height()))))
+    let input = ImageInput { pixels, at: p.image_at[0], span: p.bidirectional[0].clone() };
+    Ok((p.ids, input, size))
+}
+
+/// Gemma 3's prompt for a request with images (see `prepare` of `Request<ChatRequest>`): the conversation
+/// through the chat template, each image's `<start_of_image>` expanded to its block; each image decoded and
+/// preprocessed once, whatever number of parts carry it.
+fn gemma3_image_prompt(l: &Limits, messages: &[Message], images: Vec<ImagePart>) -> Result<(Vec<u32>, Vec<ImageInput>), ApiError> {
+    let Some(v) = l.vision else {
+        return Err(ApiError::invalid_param(images[0].param.clone(), "this model is text-only (it has no vision tower): it cannot take images"));
+    };
+    let rendered = l
+        .template
+        .render(messages, true)
+        .map_err(|e| ApiError::invalid_param("messages", format!("the chat template refused the conversation: {e}")))?;
+    let p = gemma3_prompt(l.tokenizer, v, &rendered)
+        .map_err(|e| ApiError::invalid_param("messages", format!("cannot lay out Gemma 3's prompt: {e}")))?;
+    if p.image_at.len() != images.len() {
+        return Err(ApiError::invalid_param(
+            "messages",
+            format!(
+                "the conversation holds {} `<start_of_image>` for {} image part(s): `<start_of_image>` in a message's text stands for an \
+                 image; send images as image_url parts only",
+                p.image_at.len(),
+                images.len()
+            ),
+        ));
+    }
+    let mut seen = Vec::new();
+    let mut inputs = Vec::with_capacity(images.len());
+    for (part, span) in images.iter().zip(&p.bidirectional) {
+        let (pixels, _) = image_pixels(v, part, &mut seen)?;
+        inputs.push(ImageInput { pixels, at: span.start, span: span.clone() });
+    }
+    Ok((p.ids, inputs))
 }
 
 /// Standard base64, padded or not, with any ASCII whitespace (line breaks of wrapped data) left out.
@@ -368,12 +422,17 @@ impl Request<CompletionRequest> {
     }
 }
 
+/// Where an image part stands in a Gemma 3 message's text (the template's rendering of an image part).
+const IMAGE_MARKER: &str = "<start_of_image>";
+
 fn unsupported(field: &str) -> ApiError {
     ApiError::invalid_param(field, format!("`{field}` is not supported by this server"))
 }
 
-/// A message for the chat template; its image parts, if any, are added to `images`.
-fn to_message<'a>(i: usize, m: &'a ChatMessage, images: &mut Vec<ImagePart<'a>>) -> Result<Message, ApiError> {
+/// A message for the chat template; its image parts, if any, are added to `images`. With `image_markers`
+/// (Gemma 3), an image part stands in the text as `<start_of_image>` and a message with images has each text
+/// part trimmed, as Gemma 3's template renders a list of parts; a text part may not hold the marker itself.
+fn to_message<'a>(i: usize, m: &'a ChatMessage, images: &mut Vec<ImagePart<'a>>, image_markers: bool) -> Result<Message, ApiError> {
     let param = |f: &str| format!("messages[{i}].{f}");
     let role = match m.role.as_str() {
         "system" | "developer" => "system",
@@ -385,13 +444,24 @@ fn to_message<'a>(i: usize, m: &'a ChatMessage, images: &mut Vec<ImagePart<'a>>)
         Some(Content::Text(t)) => t.clone(),
         Some(Content::Parts(parts)) => {
             let mut text = String::new();
+            let with_images = image_markers && parts.iter().any(|p| p.kind == "image_url");
             for (j, p) in parts.iter().enumerate() {
                 match (p.kind.as_str(), &p.text, &p.image_url) {
+                    ("text", Some(t), _) if image_markers && t.contains(IMAGE_MARKER) => {
+                        return Err(ApiError::invalid_param(
+                            param(&format!("content[{j}].text")),
+                            "the text holds `<start_of_image>`, which stands for an image: send images as image_url parts",
+                        ))
+                    }
+                    ("text", Some(t), _) if with_images => text.push_str(t.trim()),
                     ("text", Some(t), _) => text.push_str(t),
                     ("image_url", _, Some(u)) => {
                         let at = param(&format!("content[{j}]"));
                         let base64 = data_url_payload(&u.url, &format!("{at}.image_url.url"))?;
                         images.push(ImagePart { param: at, base64 });
+                        if image_markers {
+                            text.push_str(IMAGE_MARKER);
+                        }
                     }
                     ("image_url", _, None) => {
                         return Err(ApiError::invalid_param(
@@ -487,7 +557,7 @@ fn prepare_common(c: CommonParams, p: Prompt, l: &Limits) -> Result<Prepared, Ap
         stream: c.stream.unwrap_or(false),
         include_usage: c.stream_options.is_some_and(|o| o.include_usage),
         model: c.model,
-        image: None,
+        images: Vec::new(),
         image_size: None,
     })
 }

@@ -204,7 +204,7 @@ async fn generate(app: &Shared, p: Prepared, endpoint: Endpoint) -> Result<Respo
         max_tokens: p.max_tokens,
         stop_strings: p.stop_strings,
         stop_ids: p.stop_ids,
-        image: p.image,
+        images: p.images,
         events,
     };
     app.scheduler.submit(job).map_err(|e| match e {

@@ -23,6 +23,8 @@ pub struct Metrics {
     /// Sum over forward passes of the sequences in the batch (divide by passes for the mean batch).
     pub batched_sequences: AtomicU64,
     pub cancelled: AtomicU64,
+    /// Images run through the vision encoder (an image sent twice in one request counts once).
+    pub images_encoded: AtomicU64,
     pub rejected_busy: AtomicU64,
     pub queue_depth: AtomicUsize,
     pub active: AtomicUsize,
@@ -84,6 +86,7 @@ impl Metrics {
             "Sequences summed over forward passes (divided by passes: the mean batch).",
             &one(load(&self.batched_sequences)),
         );
+        metric("gemma_images_encoded_total", "counter", "Images run through the vision encoder.", &one(load(&self.images_encoded)));
         metric("gemma_requests_cancelled_total", "counter", "Generations cancelled because the client went away.", &one(load(&self.cancelled)));
         metric("gemma_requests_rejected_busy_total", "counter", "Requests refused with 503 because the queue was full.", &one(load(&self.rejected_busy)));
         metric("gemma_queue_depth", "gauge", "Requests waiting for a slot.", &one(gauge(&self.queue_depth)));

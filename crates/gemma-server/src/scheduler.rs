@@ -14,13 +14,14 @@
 //! own (per-row activation quantization, per-row dot products, per-sequence attention), so a greedy
 //! sequence gets the same tokens alone or among others, and however its prompt was chunked.
 //!
-//! A job with an image (PaliGemma) has its image encoded when it is admitted (the vision encoder runs here,
-//! where the model is), and its prefix — the image rows and the text after them, which attend to each
-//! other both ways — read in one chunk whatever `prefill_chunk` says, since a bidirectional span cannot be
-//! split across passes: its first query sees its last key. The prefix goes when this sequence's turn in the
-//! prompt budget comes (some budget is left in the pass) and takes the rest of the budget, so a pass may
-//! read more than `prefill_chunk` prompt tokens by at most one prefix. The image rows are dropped once the
-//! prefix is read; generation then goes on as for any other sequence, batched with the others.
+//! A job with images has them encoded when it is admitted (the vision encoder runs here, where the model is;
+//! an image sent twice in a request is encoded once), and their rows kept with the prompt until the chunk
+//! that holds them is read. Each image's bidirectional span — PaliGemma's prefix (the image rows and the text
+//! after them), a Gemma 3 image's soft tokens — is read in one chunk whatever `prefill_chunk` says, since
+//! its first query sees its last key (`gemma::runtime::multimodal::chunk_end`): a chunk that would cut a span
+//! stops before it, and a chunk that starts with one reads it whole, so a pass may read more than
+//! `prefill_chunk` prompt tokens by at most one span. The rows are dropped once read; generation then goes
+//! on as for any other sequence, batched with the others.
 
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -31,6 +32,7 @@ use std::time::{Duration, Instant};
 
 use gemma::kernels::ThreadPool;
 use gemma::model::{Chunk, EmbeddingRows, LogitsWanted, Model, Scratch, SeqState};
+use gemma::runtime::multimodal::chunk_end;
 use gemma::runtime::{FinishReason, Sampler, SamplerConfig, TextStream};
 use gemma::tokenizer::Tokenizer;
 use tokio::sync::mpsc::UnboundedSender;
@@ -49,29 +51,30 @@ pub struct Job {
     pub stop_strings: Vec<String>,
     /// Ids that end the generation; they are not part of the output.
     pub stop_ids: Vec<u32>,
-    /// An image whose rows replace placeholders of the prompt (PaliGemma).
-    pub image: Option<ImageInput>,
+    /// Images whose rows replace placeholders of the prompt, in prompt order.
+    pub images: Vec<ImageInput>,
     pub events: UnboundedSender<Event>,
 }
 
 /// A job's image, decoded and preprocessed by the HTTP side (off this thread); encoded on admission.
 #[derive(Debug)]
 pub struct ImageInput {
-    /// (3, image_size, image_size), as `gemma::runtime::multimodal::model_pixels` gives them.
-    pub pixels: Vec<f32>,
+    /// (3, image_size, image_size), as `gemma::runtime::multimodal::model_pixels` gives them; parts of a
+    /// request with the same data share them, and are encoded once.
+    pub pixels: Arc<Vec<f32>>,
     /// Offset in the prompt of the image's first placeholder (`tokens_per_image` of them).
     pub at: usize,
-    /// The prefix `0..prefix` of the prompt attends bidirectionally and is read in one chunk; it holds
-    /// the placeholders.
-    pub prefix: usize,
+    /// The span of the prompt that holds the placeholders and attends bidirectionally, read in one chunk
+    /// (PaliGemma: the whole prefix from 0; Gemma 3: the placeholders).
+    pub span: Range<usize>,
 }
 
-/// An admitted job's image: its rows in the text stream, until the prefix has been read.
+/// An admitted job's image: its rows in the text stream, until the chunk that holds them has been read.
 struct ImageRows {
     /// (tokens_per_image, d_model)
-    rows: Vec<f32>,
+    rows: Arc<Vec<f32>>,
     at: usize,
-    prefix: usize,
+    span: Range<usize>,
 }
 
 /// What a job's handler receives, in order: text pieces, then `Done` or `Failed`.
@@ -229,8 +232,8 @@ struct Seq<'t> {
     history: Vec<u32>,
     /// The generated ids and their text (stop ids, stop strings, streaming decoding).
     text: TextStream<'t>,
-    /// The image, until the prefix that holds it has been read.
-    image: Option<ImageRows>,
+    /// The images not read yet, in prompt order.
+    images: Vec<ImageRows>,
 }
 
 impl<'t> Seq<'t> {
@@ -351,18 +354,29 @@ impl<'a> Worker<'a> {
     }
 
     fn start(&mut self, mut job: Job) {
-        // The pixels are dropped here; the rows live until the prefix is read.
-        let image = match job.image.take() {
-            None => None,
-            Some(im) => match self.model.embed_image(self.pool, &im.pixels) {
-                Ok(rows) => Some(ImageRows { rows, at: im.at, prefix: im.prefix }),
-                Err(e) => {
-                    // The HTTP side checked the model and preprocessed for it: this is a bug.
-                    let _ = job.events.send(Event::Failed(Failure::Internal(format!("encoding the image: {e}"))));
-                    return;
-                }
-            },
-        };
+        // The pixels are dropped here; the rows live until the chunk that holds them is read.
+        let mut encoded: Vec<(Arc<Vec<f32>>, Arc<Vec<f32>>)> = Vec::new();
+        let mut images = Vec::with_capacity(job.images.len());
+        for im in std::mem::take(&mut job.images) {
+            let rows = match encoded.iter().find(|(p, _)| Arc::ptr_eq(p, &im.pixels)) {
+                Some((_, rows)) => rows.clone(),
+                None => match self.model.embed_image(self.pool, &im.pixels) {
+                    Ok(rows) => {
+                        self.metrics.images_encoded.fetch_add(1, Ordering::Relaxed);
+                        let rows = Arc::new(rows);
+                        encoded.push((im.pixels.clone(), rows.clone()));
+                        rows
+                    }
+                    Err(e) => {
+                        // The HTTP side checked the model and preprocessed for it: this is a bug.
+                        let _ = job.events.send(Event::Failed(Failure::Internal(format!("encoding an image: {e}"))));
+                        return;
+                    }
+                },
+            };
+            images.push(ImageRows { rows, at: im.at, span: im.span });
+        }
+        drop(encoded);
         let state = self.free.pop().unwrap_or_else(|| self.model.new_state(self.config.ctx));
         let mut history = Vec::with_capacity(job.prompt.len() + job.max_tokens);
         history.extend_from_slice(&job.prompt);
@@ -373,7 +387,7 @@ impl<'a> Worker<'a> {
             fed: 0,
             last: [0],
             history,
-            image,
+            images,
             job,
         });
     }
@@ -422,33 +436,35 @@ impl<'a> Worker<'a> {
         let mut budget = self.config.prefill_chunk;
         // Per chunk: the sequence it belongs to and the prompt tokens it carries (0 for a decode step).
         let mut plan = Vec::with_capacity(self.active.len());
-        // The images whose prefix is read in this pass, taken from their sequences (dropped after the pass),
-        // with the index in `plan` of their chunk.
-        let mut images = Vec::new();
+        // The images read in this pass, taken from their sequences (dropped after the pass), per chunk of `plan`.
+        let mut images: Vec<Vec<ImageRows>> = Vec::new();
         for (i, s) in self.active.iter_mut().enumerate() {
             if s.reading_prompt() {
-                // A prefix is never split: it goes whole once this sequence gets any of the budget.
-                let n = match &s.image {
-                    Some(im) if budget > 0 => im.prefix - s.fed,
-                    _ => (s.job.prompt.len() - s.fed).min(budget),
-                };
+                let spans: Vec<Range<usize>> = s.images.iter().map(|im| im.span.clone()).collect();
+                let n = chunk_end(s.fed, s.job.prompt.len(), budget, &spans) - s.fed;
                 if n == 0 {
                     continue;
                 }
                 budget = budget.saturating_sub(n);
-                if let Some(im) = s.image.take() {
-                    images.push((plan.len(), im));
-                }
+                let read = s.images.iter().take_while(|im| im.span.end <= s.fed + n).count();
+                images.push(s.images.drain(..read).collect());
                 plan.push((i, n));
             } else {
+                images.push(Vec::new());
                 plan.push((i, 0));
             }
         }
-        let rows: Vec<[EmbeddingRows; 1]> = images.iter().map(|(_, im)| [EmbeddingRows { at: im.at, data: &im.rows }]).collect();
-        let spans: Vec<[Range<usize>; 1]> = images.iter().map(|(_, im)| [0..im.prefix]).collect();
+        // Rows and spans relative to their chunk's first token.
+        let fed: Vec<usize> = plan.iter().map(|&(i, _)| self.active[i].fed).collect();
+        let rows: Vec<Vec<EmbeddingRows>> = images
+            .iter()
+            .zip(&fed)
+            .map(|(ims, &f)| ims.iter().map(|im| EmbeddingRows { at: im.at - f, data: &im.rows }).collect())
+            .collect();
+        let spans: Vec<Vec<Range<usize>>> =
+            images.iter().zip(&fed).map(|(ims, &f)| ims.iter().map(|im| im.span.start - f..im.span.end - f).collect()).collect();
         let mut chunks = Vec::with_capacity(plan.len());
         let mut seqs = self.active.iter_mut().enumerate();
-        let mut m = 0; // the next of `images`
         for (k, &(i, n)) in plan.iter().enumerate() {
             let (_, s) = seqs.find(|(j, _)| *j == i).expect("the plan is in sequence order");
             let mut chunk = if n > 0 {
@@ -458,11 +474,8 @@ impl<'a> Worker<'a> {
             } else {
                 Chunk::new(&s.last, &mut s.state, LogitsWanted::Last)
             };
-            if images.get(m).is_some_and(|(at, _)| *at == k) {
-                chunk.rows = &rows[m];
-                chunk.bidirectional = &spans[m];
-                m += 1;
-            }
+            chunk.rows = &rows[k];
+            chunk.bidirectional = &spans[k];
             chunks.push(chunk);
         }
         let result = self.model.forward(self.pool, &mut chunks, &mut self.scratch);

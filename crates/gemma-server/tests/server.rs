@@ -276,6 +276,46 @@ fn paligemma_image_chat_matches_transformers() {
     assert_eq!(outcome(&post(addr, "/v1/chat/completions", &body), false), (g.text.clone(), "length".into(), 10));
 }
 
+/// Gemma 3 with images: each conversation of the fixture's chat_greedy.json (two images in one message; an image
+/// in an earlier turn; images in two turns), sent as OpenAI image_url parts, gets transformers' greedy answer,
+/// alone or three at once, with prompt chunks large or smaller than an image's block (which is never split).
+/// An image sent twice in one request is encoded once; a text part that holds `<start_of_image>` is refused.
+#[test]
+fn gemma3_image_chats_match_transformers() {
+    let cases = gemma3_chat_cases();
+    for prefill_chunk in [128, 3] {
+        let server = start(gemma3_vision_engine(), gemma_server::Options { parallel: 4, prefill_chunk, ..options(512) });
+        let addr = server.addr();
+        for (body, text) in &cases {
+            let r = post(addr, "/v1/chat/completions", body);
+            assert_eq!(r.status, 200, "{}", r.body);
+            assert_eq!(r.json()["choices"][0]["message"]["content"].as_str(), Some(text.as_str()), "prefill chunk {prefill_chunk}");
+        }
+        let answers: Vec<_> = std::thread::scope(|s| {
+            let handles: Vec<_> = cases.iter().map(|(body, _)| s.spawn(move || outcome(&post(addr, "/v1/chat/completions", body), false))).collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for ((_, text), a) in cases.iter().zip(&answers) {
+            assert_eq!(&a.0, text, "batched, prefill chunk {prefill_chunk}");
+        }
+        assert_eq!(metric(addr, "gemma_images_encoded_total"), 2.0 * (2.0 + 1.0 + 2.0), "every image part encoded once");
+    }
+    let server = start(gemma3_vision_engine(), options(512));
+    let addr = server.addr();
+    let png = std::fs::read(gemma3_vision_dir().join("image.png")).unwrap();
+    let img = json!({"type": "image_url", "image_url": {"url": data_url("image/png", &png)}});
+    let r = post(addr, "/v1/chat/completions", &image_chat(json!([img, {"type": "text", "text": "Twice?"}, img]), 2));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.json()["usage"]["prompt_tokens"].as_u64().unwrap() > 2 * 16);
+    assert_eq!(metric(addr, "gemma_images_encoded_total"), 1.0, "the same image twice in a request is encoded once");
+    let r = post(addr, "/v1/chat/completions", &image_chat(json!([img, {"type": "text", "text": "and <start_of_image> here"}]), 2));
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert_eq!(r.error()["param"], "messages[0].content[1].text");
+    // Text alone still goes through the template.
+    let r = post(addr, "/v1/chat/completions", &json!({"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2}));
+    assert_eq!(r.status, 200, "{}", r.body);
+}
+
 /// Image requests decoded among other sequences (a long text generation, other image requests) give the same
 /// tokens as alone, and so does the text; with `--prefill-chunk 4`, smaller than the 20-token prefix, the
 /// prefix is still read in one chunk (split, its image rows would not fit a chunk, and the bidirectional

@@ -8,8 +8,10 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    /// The OS error is part of the message rather than a `source()`, so that a report of the chain
+    /// (anyhow's `{:#}`) does not say it twice.
+    #[error("{path}: {error}")]
+    Io { path: PathBuf, error: std::io::Error },
 
     /// A file whose bytes do not follow its format (truncated, corrupt, lying offsets).
     #[error("{path}: {what}")]
@@ -69,7 +71,7 @@ pub enum Error {
 
 impl Error {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io { path: path.into(), source }
+        Error::Io { path: path.into(), error: source }
     }
     pub fn format(path: impl Into<PathBuf>, what: impl Into<String>) -> Self {
         Error::Format { path: path.into(), what: what.into() }

@@ -7,11 +7,21 @@
 //! cannot, the conversation is read again from the start. A recurrent model (RecurrentGemma) never rewinds:
 //! its state folds every position into fixed-size vectors (`SeqState::truncate` refuses), so such a turn
 //! always re-reads, and only a turn that extends what was read is fed incrementally.
+//!
+//! Images (Gemma 3 with its vision tower, or a GGUF with `--mmproj`): `/image FILE` encodes a picture at once
+//! and attaches it to the next message, where the chat template sees it as an image part before the text
+//! (`<start_of_image>`, expanded to the image's soft tokens as `Gemma3Processor` does). Its rows are kept
+//! with the conversation, so the image is encoded once; its tokens stay in the cache like any other, and a
+//! rewind never stops inside an image's block.
 
 use std::io::{BufRead, IsTerminal, Write};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{bail, Context, Result};
+use gemma::model::config::Projector;
+use gemma::model::EmbeddingRows;
 use gemma::runtime::{Generation, TextStream};
 use gemma::tokenizer::Message;
 
@@ -21,12 +31,15 @@ use super::common::{self, ModelArgs, SamplingArgs};
 #[command(after_help = "In the chat:
   /reset        forget the conversation          /save FILE   save it as JSON
   /load FILE    load a saved conversation        /help        this list
+  /image FILE   attach a picture to your next message (Gemma 3 4B and up)
   /exit         leave (or Ctrl-D)                Ctrl-C       stop the current answer
 
 Examples:
   gemma chat
   gemma chat -m model.gguf --system \"Answer in one sentence.\"
-  printf 'Hi!\\nWhat is 2+2?\\n' | gemma chat -q")]
+  printf 'Hi!\\nWhat is 2+2?\\n' | gemma chat -q
+  printf '/image cat.jpg\\nWhat is in this picture?\\n' | gemma chat -m gemma-3-4b-it -q
+  gemma chat -m gemma-3-4b-it-q4_k_m.gguf --mmproj mmproj-gemma-3-4b-it-f16.gguf")]
 pub struct Args {
     #[command(flatten)]
     model: ModelArgs,
@@ -47,7 +60,18 @@ pub struct Args {
 static GENERATING: AtomicBool = AtomicBool::new(false);
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
-const HELP: &str = "/reset  /save FILE  /load FILE  /help  /exit   (Ctrl-C stops an answer, Ctrl-D leaves)";
+const HELP: &str = "/reset  /save FILE  /load FILE  /image FILE  /help  /exit   (Ctrl-C stops an answer, Ctrl-D leaves)";
+
+/// Where an image part stands in a message's text for Gemma 3's chat template.
+const IMAGE_MARKER: &str = "<start_of_image>";
+
+/// An image of the conversation: the file it came from and its rows, (tokens_per_image, d_model).
+struct Attached {
+    /// Index in the conversation of the message that carries it.
+    message: usize,
+    path: PathBuf,
+    rows: Vec<f32>,
+}
 
 pub fn run(a: Args) -> Result<()> {
     let sampler = a.sampling.config()?;
@@ -71,6 +95,9 @@ pub fn run(a: Args) -> Result<()> {
     if let Some(s) = &a.system {
         messages.push(Message::new("system", s.clone()));
     }
+    // The conversation's images in order, and those waiting for the next message.
+    let mut attached: Vec<Attached> = Vec::new();
+    let mut pending: Vec<(PathBuf, Vec<f32>)> = Vec::new();
     let mut gen = Generation::new(model, ctx, sampler);
     if interactive && !a.model.quiet {
         eprintln!("gemma chat — {} — {HELP}", l.path.display());
@@ -95,31 +122,64 @@ pub fn run(a: Args) -> Result<()> {
                 "help" => eprintln!("{HELP}"),
                 "reset" => {
                     messages.retain(|m| m.role == "system");
+                    attached.clear();
+                    pending.clear();
                     gen.state.reset();
                     gen.history.clear();
                     eprintln!("(conversation reset)");
                 }
                 "save" if !arg.is_empty() => {
-                    let j = serde_json::to_string_pretty(&messages.iter().map(|m| serde_json::json!({"role": m.role, "content": m.content})).collect::<Vec<_>>())?;
-                    std::fs::write(arg, j).with_context(|| format!("writing {arg}"))?;
+                    let list: Vec<serde_json::Value> = messages
+                        .iter()
+                        .enumerate()
+                        .map(|(i, m)| {
+                            let images: Vec<String> = attached.iter().filter(|im| im.message == i).map(|im| im.path.display().to_string()).collect();
+                            match images.is_empty() {
+                                true => serde_json::json!({"role": m.role, "content": m.content}),
+                                false => serde_json::json!({"role": m.role, "content": m.content, "images": images}),
+                            }
+                        })
+                        .collect();
+                    std::fs::write(arg, serde_json::to_string_pretty(&list)?).with_context(|| format!("writing {arg}"))?;
                     eprintln!("(saved {} messages to {arg})", messages.len());
                 }
-                "load" if !arg.is_empty() => match load_messages(arg) {
-                    Ok(m) => {
+                "load" if !arg.is_empty() => match load_messages(arg).and_then(|(m, paths)| {
+                    let images = paths.into_iter().map(|(message, path)| Ok(Attached { message, rows: encode_image(&l, &path)?, path })).collect::<Result<Vec<_>>>()?;
+                    Ok((m, images))
+                }) {
+                    Ok((m, images)) => {
                         messages = m;
+                        attached = images;
+                        pending.clear();
                         eprintln!("(loaded {} messages from {arg}; the cache is rebuilt on the next turn)", messages.len());
                     }
                     Err(e) => eprintln!("error: {e:#}"),
                 },
+                "image" if !arg.is_empty() => {
+                    let t = std::time::Instant::now();
+                    match encode_image(&l, Path::new(arg)) {
+                        Ok(rows) => {
+                            pending.push((PathBuf::from(arg), rows));
+                            eprintln!("(image {arg} encoded in {:.1} s; it goes with your next message)", t.elapsed().as_secs_f64());
+                        }
+                        Err(e) => eprintln!("error: {e:#}"),
+                    }
+                }
                 _ => eprintln!("unknown command /{name}; {HELP}"),
             }
             continue;
         }
-        messages.push(Message::new("user", input.to_string()));
-        match answer(&l, &mut gen, &template, &messages, &stop_ids, a.max_tokens) {
+        // The pending images stand before the text, as a user's image parts usually do.
+        let n_images = pending.len();
+        messages.push(Message::new("user", format!("{}{input}", IMAGE_MARKER.repeat(n_images))));
+        attached.extend(pending.drain(..).map(|(path, rows)| Attached { message: messages.len() - 1, path, rows }));
+        match answer(&l, &mut gen, &template, &messages, &attached, &stop_ids, a.max_tokens) {
             Ok(reply) => messages.push(Message::new("assistant", reply)),
             Err(e) => {
+                // The message and its images go back to where they were: the images wait for the next one.
                 messages.pop();
+                let from = attached.len() - n_images;
+                pending.extend(attached.drain(from..).map(|im| (im.path, im.rows)));
                 eprintln!("error: {e:#}");
             }
         }
@@ -127,15 +187,42 @@ pub fn run(a: Args) -> Result<()> {
     Ok(())
 }
 
-fn load_messages(path: &str) -> Result<Vec<Message>> {
+/// A conversation saved by `/save`: its messages, and each image's message index and path.
+fn load_messages(path: &str) -> Result<(Vec<Message>, Vec<(usize, PathBuf)>)> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
     let v: Vec<serde_json::Value> = serde_json::from_str(&text).with_context(|| format!("{path}: expected a JSON list of {{role, content}}"))?;
-    v.iter()
-        .map(|m| match (m["role"].as_str(), m["content"].as_str()) {
-            (Some(r), Some(c)) => Ok(Message::new(r, c)),
-            _ => bail!("{path}: every message needs string fields `role` and `content`"),
+    let mut images = Vec::new();
+    let messages = v
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let (Some(r), Some(c)) = (m["role"].as_str(), m["content"].as_str()) else {
+                bail!("{path}: every message needs string fields `role` and `content`");
+            };
+            for p in m["images"].as_array().into_iter().flatten() {
+                images.push((i, PathBuf::from(p.as_str().with_context(|| format!("{path}: message {i}: `images` holds file names"))?)));
+            }
+            Ok(Message::new(r, c))
         })
-        .collect()
+        .collect::<Result<Vec<_>>>()?;
+    Ok((messages, images))
+}
+
+/// Load, preprocess and encode an image for the chat (Gemma 3's vision tower).
+fn encode_image(l: &common::Loaded, path: &Path) -> Result<Vec<f32>> {
+    let v = match &l.model.config.vision {
+        None => bail!(
+            "/image: {} has no image encoder (a text-only model; a Gemma 3 .gguf takes its vision tower from --mmproj FILE)",
+            l.path.display()
+        ),
+        Some(v) if v.projector == Projector::PaliGemma => {
+            bail!("/image: PaliGemma has no chat template (it answers one task prompt about one image): use `gemma run --image FILE \"caption en\"`")
+        }
+        Some(v) => v,
+    };
+    let img = gemma::runtime::image::load_image(path)?;
+    let pixels = gemma::runtime::multimodal::model_pixels(&img, v);
+    l.model.embed_image(&l.pool, &pixels).with_context(|| format!("encoding {}", path.display()))
 }
 
 /// Render the conversation, feed what the cache lacks, and stream the model's answer.
@@ -144,15 +231,30 @@ fn answer(
     gen: &mut Generation,
     template: &gemma::tokenizer::ChatTemplate,
     messages: &[Message],
+    images: &[Attached],
     stop_ids: &[u32],
     max_tokens: usize,
 ) -> Result<String> {
     let tok = &l.tokenizer;
-    let ids = tok.encode_chat(template, messages)?;
+    let (ids, spans) = match (&l.model.config.vision, images.is_empty()) {
+        (_, true) => (tok.encode_chat(template, messages)?, Vec::new()),
+        (None, false) => bail!("this model has no image encoder"),
+        (Some(v), false) => {
+            let p = gemma::runtime::multimodal::gemma3_prompt(tok, v, &template.render(messages, true)?)?;
+            if p.image_at.len() != images.len() {
+                bail!("the conversation holds {} {IMAGE_MARKER} for {} image(s): {IMAGE_MARKER} stands for an image; attach images with /image FILE", p.image_at.len(), images.len());
+            }
+            (p.ids, p.bidirectional)
+        }
+    };
     // Reuse the cache for the longest common prefix with what it holds; a state that cannot go back that far
-    // (a recurrent one, a sliding-window ring that no longer holds it) starts over and re-reads.
+    // (a recurrent one, a sliding-window ring that no longer holds it) starts over and re-reads. An image's
+    // block is read whole: a rewind into one goes back to its start.
     let common = gen.history.iter().zip(&ids).take_while(|(a, b)| a == b).count();
-    let keep = if common == ids.len() { common - 1 } else { common };
+    let mut keep = if common == ids.len() { common - 1 } else { common };
+    if let Some(s) = spans.iter().find(|s| s.start < keep && keep < s.end) {
+        keep = s.start;
+    }
     if keep < gen.history.len() && !gen.state.truncate(keep) {
         gen.state.reset();
         gen.history.clear();
@@ -162,7 +264,15 @@ fn answer(
     if ids.len() - fed_from >= gen.remaining() {
         bail!("the conversation ({} tokens) no longer fits the context of {}: /reset to start over", ids.len(), gen.state.max_pos);
     }
-    gen.feed(&l.pool, &ids[fed_from..], |_| {})?;
+    // The images not in the cache yet, relative to what is fed.
+    let new: Vec<(&Range<usize>, &Attached)> = spans.iter().zip(images).filter(|(s, _)| s.start >= fed_from).collect();
+    if new.is_empty() {
+        gen.feed(&l.pool, &ids[fed_from..], |_| {})?;
+    } else {
+        let rows: Vec<EmbeddingRows> = new.iter().map(|(s, im)| EmbeddingRows { at: s.start - fed_from, data: &im.rows }).collect();
+        let spans: Vec<Range<usize>> = new.iter().map(|(s, _)| s.start - fed_from..s.end - fed_from).collect();
+        gen.feed_multimodal(&l.pool, &ids[fed_from..], &rows, &spans)?;
+    }
     let mut stream = TextStream::new(tok, stop_ids.to_vec(), Vec::new());
     let mut out = std::io::stdout().lock();
     let mut reply = String::new();

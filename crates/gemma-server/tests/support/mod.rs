@@ -57,6 +57,43 @@ pub fn paligemma_engine() -> Engine {
     Engine { model, tokenizer, pool: ThreadPool::new(2) }
 }
 
+pub fn gemma3_vision_engine() -> Engine {
+    let (model, tokenizer) = gemma::load_with_tokenizer(&gemma3_vision_dir()).expect("tiny Gemma 3 with vision");
+    Engine { model, tokenizer, pool: ThreadPool::new(2) }
+}
+
+pub fn gemma3_vision_dir() -> PathBuf {
+    repo().join("tests/fixtures/tiny/gemma3_vision")
+}
+
+/// The conversations of tests/fixtures/tiny/gemma3_vision/chat_greedy.json as OpenAI chat bodies (images as
+/// data URLs, in their places among the text parts), with transformers' greedy answer to each.
+pub fn gemma3_chat_cases() -> Vec<(Value, String)> {
+    let cases: Value = serde_json::from_slice(&std::fs::read(gemma3_vision_dir().join("chat_greedy.json")).unwrap()).unwrap();
+    let part = |c: &Value| match c["type"].as_str() {
+        Some("image") => {
+            let png = std::fs::read(gemma3_vision_dir().join(c["path"].as_str().unwrap())).unwrap();
+            serde_json::json!({"type": "image_url", "image_url": {"url": data_url("image/png", &png)}})
+        }
+        _ => serde_json::json!({"type": "text", "text": c["text"]}),
+    };
+    cases
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|case| {
+            let messages: Vec<Value> = case["messages"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| serde_json::json!({"role": m["role"], "content": m["content"].as_array().unwrap().iter().map(part).collect::<Vec<_>>()}))
+                .collect();
+            let n = case["generated"].as_array().unwrap().len();
+            (serde_json::json!({"messages": messages, "max_tokens": n, "temperature": 0}), case["text"].as_str().unwrap().to_string())
+        })
+        .collect()
+}
+
 pub fn paligemma_dir() -> PathBuf {
     repo().join("tests/fixtures/tiny/paligemma")
 }

@@ -108,3 +108,47 @@ pub fn find_images(ids: &[u32], v: &VisionConfig, n_images: usize) -> Result<Vec
     }
     Ok(at)
 }
+
+/// Where the next chunk of a prompt ends when `fed` of its `len` tokens have been read: after at most `budget`
+/// more tokens, but never inside a bidirectional span (`spans` sorted and disjoint; a span's first query sees
+/// its last key, so a span is read in one chunk). A span the chunk would cut is left to the next chunk when
+/// the chunk can stop before it, or read whole when it starts the chunk (the chunk is then longer than
+/// `budget`). `budget` 0 reads nothing.
+pub fn chunk_end(fed: usize, len: usize, budget: usize, spans: &[Range<usize>]) -> usize {
+    let end = (fed + budget).min(len);
+    match spans.iter().find(|s| s.start < end && end < s.end) {
+        Some(s) if s.start > fed => s.start,
+        Some(s) => s.end,
+        None => end,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::chunk_end;
+
+    #[test]
+    fn chunks_never_cut_a_span() {
+        let spans = [2..6, 8..9, 10..20];
+        // Budget 3 from 0 would cut 2..6: stop before it; from 2 the span goes whole.
+        assert_eq!(chunk_end(0, 30, 3, &spans), 2);
+        assert_eq!(chunk_end(2, 30, 3, &spans), 6);
+        assert_eq!(chunk_end(6, 30, 3, &spans), 9);
+        assert_eq!(chunk_end(9, 30, 3, &spans), 10);
+        assert_eq!(chunk_end(10, 30, 1, &spans), 20);
+        assert_eq!(chunk_end(20, 30, 100, &spans), 30);
+        assert_eq!(chunk_end(0, 30, 0, &spans), 0);
+        // PaliGemma: the prefix spans from 0, so any budget reads it whole.
+        assert_eq!(chunk_end(0, 300, 128, &[0..260]), 260);
+        // Walking with budget 1 reads every span whole and every token once.
+        let (mut fed, mut chunks) = (0, Vec::new());
+        while fed < 30 {
+            let e = chunk_end(fed, 30, 1, &spans);
+            chunks.push(fed..e);
+            fed = e;
+        }
+        for s in &spans {
+            assert!(chunks.contains(s), "{s:?} not read whole: {chunks:?}");
+        }
+    }
+}
