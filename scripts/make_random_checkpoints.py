@@ -7,8 +7,10 @@ Writes, under OUT/<shape>/:
   <shape>-q8_0.gguf, <shape>-q4_0.gguf   GGUF files llama.cpp and gemma-rs both load (norms F32; the
                  tokenizer metadata is the default model's, cut to this model's vocabulary, so llama.cpp loads it)
 
-RecurrentGemma shapes (recurrentgemma-2b, -9b) and PaliGemma ones (paligemma-3b-pt-224, paligemma2-3b-pt-224; --image-size
-448 or 896 for the larger inputs) are written as hf-bf16 only (under the Hub's tensor names for PaliGemma).
+RecurrentGemma shapes (recurrentgemma-2b, -9b), PaliGemma ones (paligemma-3b-pt-224, paligemma2-3b-pt-224; --image-size
+448 or 896 for the larger inputs) and Gemma 3 with its vision tower (gemma-3-4b: SigLIP-So400m at 896 px, the
+4 x 4 pooling projector, the 4B text model) are written as hf-bf16 only (under the Hub's tensor names for the
+multimodal ones: `vision_tower.vision_model.*`, `multi_modal_projector.*`, `language_model.model.*`).
 
 Usage (needs numpy, safetensors and the `gguf` package, e.g. the venv tools/fixtures uses):
     python scripts/make_random_checkpoints.py --shape gemma-2b --out /tmp/gemma-random [--formats bf16,q8_0,q4_0]
@@ -24,8 +26,8 @@ def tensors(cfg, rng):
     if cfg["model_type"] == "recurrent_gemma":
         yield from recurrent_tensors(cfg)
         return
-    if cfg["model_type"] == "paligemma":
-        yield from paligemma_tensors(cfg)
+    if cfg["model_type"] in ("paligemma", "gemma3"):
+        yield from multimodal_tensors(cfg)
         return
     d, f, L = cfg["hidden_size"], cfg["intermediate_size"], cfg["num_hidden_layers"]
     hd, nh, nkv, V = cfg["head_dim"], cfg["num_attention_heads"], cfg["num_key_value_heads"], cfg["vocab_size"]
@@ -37,7 +39,14 @@ def tensors(cfg, rng):
         yield p + "self_attn.k_proj.weight", g + "attn_k.weight", (nkv * hd, d), False
         yield p + "self_attn.v_proj.weight", g + "attn_v.weight", (nkv * hd, d), False
         yield p + "self_attn.o_proj.weight", g + "attn_output.weight", (d, nh * hd), False
-        yield p + "post_attention_layernorm.weight", g + "ffn_norm.weight", (d,), True
+        if cfg["model_type"] == "gemma3_text":
+            yield p + "self_attn.q_norm.weight", g + "attn_q_norm.weight", (hd,), True
+            yield p + "self_attn.k_norm.weight", g + "attn_k_norm.weight", (hd,), True
+            yield p + "post_attention_layernorm.weight", g + "post_attention_norm.weight", (d,), True
+            yield p + "pre_feedforward_layernorm.weight", g + "ffn_norm.weight", (d,), True
+            yield p + "post_feedforward_layernorm.weight", g + "post_ffw_norm.weight", (d,), True
+        else:
+            yield p + "post_attention_layernorm.weight", g + "ffn_norm.weight", (d,), True
         yield p + "mlp.gate_proj.weight", g + "ffn_gate.weight", (f, d), False
         yield p + "mlp.up_proj.weight", g + "ffn_up.weight", (f, d), False
         yield p + "mlp.down_proj.weight", g + "ffn_down.weight", (d, f), False
@@ -86,9 +95,10 @@ def recurrent_tensors(cfg):
         yield m + "down_proj.bias", None, (d,), True
     yield "model.final_norm.weight", None, (d,), True
 
-def paligemma_tensors(cfg):
-    """PaliGemma under the Hub checkpoints' names: the SigLIP tower (`vision_tower.vision_model.*`), the
-    projector (`multi_modal_projector.linear.*`) and the Gemma / Gemma 2 text model (`language_model.model.*`)."""
+def multimodal_tensors(cfg):
+    """PaliGemma and Gemma 3 under the Hub checkpoints' names: the SigLIP tower (`vision_tower.vision_model.*`),
+    the projector (PaliGemma: `multi_modal_projector.linear.*`; Gemma 3: `mm_soft_emb_norm` and
+    `mm_input_projection_weight`, (vision d_model, text d_model)) and the text model (`language_model.model.*`)."""
     v, t = cfg["vision_config"], cfg["text_config"]
     d, f, p, n = v["hidden_size"], v["intermediate_size"], v["patch_size"], (v["image_size"] // v["patch_size"]) ** 2
     e = "vision_tower.vision_model."
@@ -109,8 +119,12 @@ def paligemma_tensors(cfg):
         yield l + "mlp.fc2.bias", None, (d,), True
     yield e + "post_layernorm.weight", None, (d,), True
     yield e + "post_layernorm.bias", None, (d,), True
-    yield "multi_modal_projector.linear.weight", None, (t["hidden_size"], d), False
-    yield "multi_modal_projector.linear.bias", None, (t["hidden_size"],), True
+    if cfg["model_type"] == "gemma3":
+        yield "multi_modal_projector.mm_soft_emb_norm.weight", None, (d,), True
+        yield "multi_modal_projector.mm_input_projection_weight", None, (d, t["hidden_size"]), False
+    else:
+        yield "multi_modal_projector.linear.weight", None, (t["hidden_size"], d), False
+        yield "multi_modal_projector.linear.bias", None, (t["hidden_size"],), True
     gemma2 = t["model_type"] == "gemma2"
     for hf, _, shape, norm in tensors(t, None):
         yield "language_model." + hf, None, shape, norm
@@ -120,9 +134,9 @@ def paligemma_tensors(cfg):
             yield "language_model." + base + "post_feedforward_layernorm.weight", None, shape, True
 
 def random(rng, shape, norm):
-    if norm:
-        return rng.normal(0.0, 0.1, size=shape).astype(np.float32)
-    return rng.normal(0.0, 0.02, size=shape).astype(np.float32)
+    x = rng.standard_normal(size=shape, dtype=np.float32)
+    x *= 0.1 if norm else 0.02
+    return x
 
 def bf16_bytes(x):
     u = x.view(np.uint32)
@@ -217,8 +231,8 @@ def write_gguf(cfg, path, qtype, seed, tok_source):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--shape", default="gemma-2b", choices=["gemma-2b", "gemma-7b", "recurrentgemma-2b", "recurrentgemma-9b", "paligemma-3b-pt-224", "paligemma2-3b-pt-224"],
-                    help="a model of crates/gemma/src/model/presets.json; RecurrentGemma and PaliGemma shapes are written as bf16 only")
+    ap.add_argument("--shape", default="gemma-2b", choices=["gemma-2b", "gemma-7b", "recurrentgemma-2b", "recurrentgemma-9b", "paligemma-3b-pt-224", "paligemma2-3b-pt-224", "gemma-3-4b"],
+                    help="a model of crates/gemma/src/model/presets.json; RecurrentGemma, PaliGemma and Gemma 3 (multimodal) shapes are written as bf16 only")
     ap.add_argument("--image-size", type=int, help="PaliGemma: the SigLIP input size (224, 448 or 896; the position embedding grows with it)")
     ap.add_argument("--out", required=True)
     ap.add_argument("--formats", default="bf16,q8_0,q4_0")
@@ -229,7 +243,7 @@ def main():
     cfg = {k: v for k, v in cfg.items()}
     out = pathlib.Path(a.out) / a.shape
     formats = a.formats.split(",")
-    if cfg["model_type"] in ("recurrent_gemma", "paligemma") and formats != ["bf16"]:
+    if cfg["model_type"] in ("recurrent_gemma", "paligemma", "gemma3") and formats != ["bf16"]:
         print(f"{a.shape}: only bf16 safetensors (gemma-rs reads no GGUF of this model)", flush=True)
         formats = ["bf16"]
     if a.image_size:

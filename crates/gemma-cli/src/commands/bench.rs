@@ -77,6 +77,8 @@ pub fn run(a: Args) -> Result<()> {
     let kernel = gemma::kernels::dot::Kernels::get().name;
     let per_token = model.weights.bytes_per_token();
     let mut rows = Vec::new();
+    // Per image row, in order: the share of the encode time spent in attention between patches.
+    let mut attention_share = Vec::new();
     for &t in &threads {
         if t == 0 {
             bail!("invalid option: --threads must be at least 1");
@@ -86,11 +88,13 @@ pub fn run(a: Args) -> Result<()> {
         if let Some(v) = &model.config.vision {
             let size = v.encoder.image_size;
             let pixels: Vec<f32> = (0..3 * size * size).map(|i| ((i * 2654435761) % 255) as f32 / 127.5 - 1.0).collect();
+            let mut shares = Vec::new();
             let r = measure(a.reps, || {
-                let t = Instant::now();
-                model.embed_image(&pool, &pixels)?;
-                Ok(1.0 / t.elapsed().as_secs_f64())
+                let (_, times) = model.embed_image_timed(&pool, &pixels)?;
+                shares.push(times.attention.as_secs_f64() / times.total.as_secs_f64());
+                Ok(1.0 / times.total.as_secs_f64())
             })?;
+            attention_share.push(shares.iter().sum::<f64>() / shares.len() as f64);
             rows.push(Row { test: format!("image{size}"), unit: "images", threads: t, mean: r.0, stddev: r.1, gbps: None, bandwidth: None });
         }
         for &d in &a.depth {
@@ -109,11 +113,15 @@ pub fn run(a: Args) -> Result<()> {
     }
     let weights_bytes: usize = model.weights.matrices().map(|m| m.n_bytes()).sum();
     if a.json {
+        let mut shares = attention_share.iter();
         let results: Vec<_> = rows
             .iter()
             .map(|r| {
                 let key = if r.unit == "images" { "images_per_s" } else { "tokens_per_s" };
                 let mut v = serde_json::json!({"test": r.test, "threads": r.threads, key: r.mean, "stddev": r.stddev});
+                if r.unit == "images" {
+                    v["attention_share"] = shares.next().copied().into();
+                }
                 if let Some(g) = r.gbps {
                     v["weights_gb_per_s"] = g.into();
                 }
@@ -128,11 +136,17 @@ pub fn run(a: Args) -> Result<()> {
     } else {
         println!("model: {}  ({:.1} MB of weights, {:.1} MB read per decoded token, loaded in {load_ms:.0} ms)  kernels: {kernel}", path.display(), weights_bytes as f64 / 1e6, per_token as f64 / 1e6);
         println!("{:<14} {:>8} {:>14} {:>10}  {}", "test", "threads", "tokens/s", "± stddev", "weights streamed");
+        let mut shares = attention_share.iter();
         for r in rows {
             let extra = match (r.gbps, r.bandwidth) {
                 (Some(g), Some(b)) => format!("{g:.1} GB/s = {:.0}% of the {b:.1} GB/s read bandwidth (ceiling {:.1} tok/s)", 100.0 * g / b, b * 1e9 / per_token as f64),
                 (Some(g), None) => format!("{g:.1} GB/s"),
-                _ if r.unit == "images" => format!("images/s: one image ({} tokens) in {:.0} ms", model.config.vision.as_ref().map_or(0, |v| v.tokens_per_image), 1e3 / r.mean),
+                _ if r.unit == "images" => format!(
+                    "images/s: one image ({} tokens) in {:.0} ms, {:.0}% of it in attention between patches",
+                    model.config.vision.as_ref().map_or(0, |v| v.tokens_per_image),
+                    1e3 / r.mean,
+                    100.0 * shares.next().copied().unwrap_or(0.0)
+                ),
                 _ => String::new(),
             };
             println!("{:<14} {:>8} {:>14.2} {:>10.2}  {extra}", r.test, r.threads, r.mean, r.stddev);

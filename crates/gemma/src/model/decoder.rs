@@ -212,8 +212,13 @@ impl Model {
     /// [`EmbeddingRows`] in place of the image's placeholder tokens. `pixels`: (3, image_size, image_size),
     /// preprocessed. Errors: a model without a vision tower, or pixels of another size.
     pub fn embed_image(&self, pool: &ThreadPool, pixels: &[f32]) -> Result<Vec<f32>> {
+        self.embed_image_timed(pool, pixels).map(|(rows, _)| rows)
+    }
+
+    /// [`Model::embed_image`], with the share of its time spent in attention between patches.
+    pub fn embed_image_timed(&self, pool: &ThreadPool, pixels: &[f32]) -> Result<(Vec<f32>, super::siglip::EncodeTimes)> {
         match (&self.config.vision, &self.weights.vision) {
-            (Some(cfg), Some(w)) => w.embed_image(cfg, pool, pixels),
+            (Some(cfg), Some(w)) => w.embed_image_timed(cfg, pool, pixels),
             _ => Err(Error::Unsupported { feature: "images with a text-only model".into() }),
         }
     }

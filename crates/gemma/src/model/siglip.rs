@@ -14,6 +14,8 @@
 //! The encoder runs on the decoder's kernels (packed SIMD matmuls, the attention kernel with no mask); one
 //! call holds one image's activations and frees them on return.
 
+use std::time::{Duration, Instant};
+
 use crate::formats::{Tensor, TensorStore};
 use crate::kernels::attention::{attend, Heads, KvView, Mask};
 use crate::kernels::ops::{gelu_tanh, layer_norm, rms_norm};
@@ -204,12 +206,27 @@ impl VisionWeights {
     /// [`EmbeddingRows`](super::EmbeddingRows) (not multiplied by the embedding scale).
     /// Errors: `pixels` of another length.
     pub fn embed_image(&self, cfg: &VisionConfig, pool: &ThreadPool, pixels: &[f32]) -> Result<Vec<f32>> {
-        let features = self.encode(&cfg.encoder, pool, pixels)?;
-        Ok(self.project(cfg, pool, &features))
+        self.embed_image_timed(cfg, pool, pixels).map(|(rows, _)| rows)
+    }
+
+    /// [`VisionWeights::embed_image`], with where its time went.
+    pub fn embed_image_timed(&self, cfg: &VisionConfig, pool: &ThreadPool, pixels: &[f32]) -> Result<(Vec<f32>, EncodeTimes)> {
+        let start = Instant::now();
+        let mut times = EncodeTimes::default();
+        let features = self.encode_timed(&cfg.encoder, pool, pixels, &mut times.attention)?;
+        let rows = self.project(cfg, pool, &features);
+        times.total = start.elapsed();
+        Ok((rows, times))
     }
 
     /// SigLIP's last hidden state after the post-LayerNorm: (n_patches, vision d_model).
     pub fn encode(&self, e: &SiglipConfig, pool: &ThreadPool, pixels: &[f32]) -> Result<Vec<f32>> {
+        let mut attention = Duration::ZERO;
+        self.encode_timed(e, pool, pixels, &mut attention)
+    }
+
+    /// [`VisionWeights::encode`], adding the time spent in attention between patches to `attention`.
+    fn encode_timed(&self, e: &SiglipConfig, pool: &ThreadPool, pixels: &[f32], attention: &mut Duration) -> Result<Vec<f32>> {
         let side = e.image_size;
         if pixels.len() != 3 * side * side {
             return Err(Error::Invalid(format!(
@@ -236,7 +253,7 @@ impl VisionWeights {
             softcap: None,
         };
         for l in &self.layers {
-            encoder_layer(pool, l, &heads, eps, &mut h, &mut s, &mut acts);
+            encoder_layer(pool, l, &heads, eps, &mut h, &mut s, &mut acts, attention);
         }
         for row in h.chunks_exact_mut(d) {
             s.norm[..d].copy_from_slice(row);
@@ -266,6 +283,15 @@ impl VisionWeights {
         }
         out
     }
+}
+
+/// Where one image's encoding time went (`gemma bench`'s image row).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct EncodeTimes {
+    /// Attention between patches (scores, softmax, weighted sum; not the q/k/v/o projections).
+    pub attention: Duration,
+    /// The whole of [`VisionWeights::embed_image`]: patches, encoder layers, projector.
+    pub total: Duration,
 }
 
 /// The image cut into `p`×`p` patches, row-major over the grid, each flattened as (channel, y, x): the
@@ -334,6 +360,7 @@ fn encoder_layer(
     h: &mut [f32],
     s: &mut EncoderScratch,
     acts: &mut ActCache,
+    attention: &mut Duration,
 ) {
     let d = l.ln1.w.len();
     let n = h.len() / d;
@@ -345,7 +372,9 @@ fn encoder_layer(
         add_bias(y, b);
     }
     let kv = KvView { k: &s.k, v: &s.v, ring: 0, len: n };
+    let t = Instant::now();
     attend(pool, heads, &s.q, 0, &kv, &Mask::none(), &mut s.att);
+    *attention += t.elapsed();
     matmul(pool, &l.o, &s.att, &mut s.out, acts);
     add_bias(&mut s.out, &l.qkvo_bias[3]);
     h.iter_mut().zip(&s.out).for_each(|(h, o)| *h += o);
