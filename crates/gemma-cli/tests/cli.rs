@@ -105,6 +105,29 @@ fn inspect_paligemma_896_explains_its_image_tokens() {
     assert!(out.contains("image tokens = 4096: every patch"), "{out}");
 }
 
+/// Gemma 3 4B, 12B and 27B print the whole Gemma3ForConditionalGeneration (vision tower, projector, language
+/// model) as transformers 4.50 did (tests/fixtures/presets/2025), with transformers' exact counts; 1B stays the
+/// text-only Gemma3ForCausalLM.
+#[test]
+fn inspect_gemma3_presets_print_the_multimodal_model() {
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/presets");
+    for (name, key, total) in [("gemma3-4b", "gemma-3-4b", "4,300,079,472"), ("gemma3-12b", "gemma-3-12b", "12,187,325,040"), ("gemma3-27b", "gemma-3-27b", "27,432,406,640")] {
+        let o = gemma(&["inspect", "--preset", name, "--explain"]);
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let want = std::fs::read_to_string(fixtures.join(format!("2025/{key}.txt"))).unwrap();
+        assert!(out.starts_with(&want), "{name}:\n{out}");
+        assert!(out.contains(&format!("Total parameters: {total}")), "{out}");
+        assert!(out.contains("image tokens = 256: the 4096 patch rows are average-pooled in 4 x 4 blocks"), "{out}");
+        // The table row: the projector's count includes its matrix, which the tree does not list.
+        let row = out.lines().find(|l| l.starts_with("multi_modal_projector ")).unwrap_or_default();
+        assert_eq!(row.split_whitespace().nth(1), Some("Gemma3MultiModalProjector"), "{out}");
+    }
+    let o = gemma(&["inspect", "--preset", "gemma3-1b"]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.starts_with("Gemma3ForCausalLM(\n") && out.contains("Total parameters: 999,885,952"), "{out}");
+}
+
 /// The RecurrentGemma folder (safetensors + tokenizer.json) through the text commands: its tokenizer gives the
 /// ids `tokenizers` gave, and run, bench and perplexity complete.
 #[test]

@@ -92,12 +92,40 @@ fn every_preset_has_transformers_parameter_count() {
 /// The published sizes, rounded as the model names round them.
 #[test]
 fn counts_match_published_sizes() {
-    for (name, billions) in [("gemma-2b", 2.5), ("gemma-7b", 8.5), ("gemma2-2b", 2.6), ("gemma2-9b", 9.2), ("gemma2-27b", 27.2), ("gemma3-1b", 1.0), ("gemma3-27b", 27.0), ("recurrentgemma-2b", 2.7), ("paligemma-3b", 2.9), ("paligemma2-3b", 3.0), ("paligemma2-10b", 9.7), ("paligemma2-28b", 27.7)] {
+    for (name, billions) in [("gemma-2b", 2.5), ("gemma-7b", 8.5), ("gemma2-2b", 2.6), ("gemma2-9b", 9.2), ("gemma2-27b", 27.2), ("gemma3-1b", 1.0), ("gemma3-4b", 4.3), ("gemma3-12b", 12.2), ("gemma3-27b", 27.4), ("recurrentgemma-2b", 2.7), ("paligemma-3b", 2.9), ("paligemma2-3b", 3.0), ("paligemma2-10b", 9.7), ("paligemma2-28b", 27.7)] {
         let p = arch(name).params() as f64 / 1e9;
         assert!((p - billions).abs() < 0.05, "{name}: {p:.3}B");
     }
     let p = arch("gemma3-270m").params();
     assert!((p as f64 / 1e6 - 268.0).abs() < 1.0, "{p}");
+}
+
+/// Gemma 3 from 4B up is the whole multimodal model, as transformers builds Gemma3ForConditionalGeneration: the
+/// SigLIP tower at 896 px, the projector (pooling 64 x 64 patches 4 x 4 to 256 tokens, norm, a bare matrix that
+/// print(model) does not show but the count includes) and the text model, whose count is the text-only
+/// Gemma3ForCausalLM's; 270M and 1B stay text-only.
+#[test]
+fn gemma3_multimodal_presets_are_the_whole_model() {
+    let counts: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(fixtures().join("2025/counts.json")).unwrap()).unwrap();
+    for (name, key, d) in [("gemma3-4b", "gemma-3-4b", 2560u64), ("gemma3-12b", "gemma-3-12b", 3840), ("gemma3-27b", "gemma-3-27b", 5376)] {
+        let t = arch(name);
+        let r = t.repr();
+        assert!(r.starts_with("Gemma3ForConditionalGeneration(\n  (vision_tower): SiglipVisionModel(\n"), "{r}");
+        assert!(r.contains("(position_embedding): Embedding(4096, 1152)"), "{r}");
+        assert!(r.contains("(multi_modal_projector): Gemma3MultiModalProjector(\n    (mm_soft_emb_norm): Gemma3RMSNorm((1152,), eps=1e-06)\n    (avg_pool): AvgPool2d(kernel_size=4, stride=4, padding=0)\n  )"), "{r}");
+        assert!(r.contains("(language_model): Gemma3ForCausalLM(\n"), "{r}");
+        let want = &counts["models"][key];
+        assert_eq!(want["class"], "Gemma3ForConditionalGeneration", "{key}");
+        let part = |n: &str| t.children.iter().find(|(c, _)| c == n).unwrap().1.params();
+        for m in ["vision_tower", "multi_modal_projector", "language_model"] {
+            assert_eq!(part(m), want["top"][m].as_u64().unwrap(), "{name} {m}");
+        }
+        assert_eq!(part("multi_modal_projector"), 1152 * d + 1152, "{name}");
+        assert_eq!(t.params(), want["total"].as_u64().unwrap(), "{name}");
+    }
+    for name in ["gemma3-270m", "gemma3-1b"] {
+        assert!(arch(name).repr().starts_with("Gemma3ForCausalLM(\n"), "{name}");
+    }
 }
 
 fn explained(name: &str) -> String {

@@ -153,8 +153,10 @@ fn py_float(x: f64) -> String {
 }
 
 /// The module tree of any family member, as `print(model)` showed it in the transformers release that
-/// introduced it: Gemma 1/2, RecurrentGemma and PaliGemma as 4.43 printed them, Gemma 3 as 4.50 did (a
-/// multimodal Gemma 3 config prints its text model, `Gemma3ForCausalLM`).
+/// introduced it: Gemma 1/2, RecurrentGemma and PaliGemma as 4.43 printed them, Gemma 3 as 4.50 did. A
+/// config with a vision tower prints the whole multimodal model (PaliGemmaForConditionalGeneration,
+/// Gemma3ForConditionalGeneration: SigLIP, projector, then the text model as its own `*ForCausalLM`); Gemma 3
+/// 270M and 1B, text-only, print `Gemma3ForCausalLM`.
 pub fn tree(c: &Config) -> Node {
     match (&c.vision, c.family) {
         (Some(v), _) if v.projector == Projector::PaliGemma => Node::parent(
@@ -165,9 +167,26 @@ pub fn tree(c: &Config) -> Node {
                 ("language_model", decoder_tree(c)),
             ],
         ),
+        (Some(v), _) if v.projector == Projector::Gemma3 => Node::parent(
+            "Gemma3ForConditionalGeneration",
+            vec![("vision_tower", siglip_tree(&v.encoder)), ("multi_modal_projector", gemma3_projector_tree(v)), ("language_model", decoder_tree(c))],
+        ),
         (_, Family::RecurrentGemma) => recurrent_tree(c),
         _ => decoder_tree(c),
     }
+}
+
+/// Gemma 3's projector: the patch grid average-pooled to `tokens_per_image` rows, an RMSNorm (1 + w) of the
+/// vision width, and `mm_input_projection_weight` (vision width x text width, no bias), a bare parameter of the
+/// module that print(model) does not list but the count includes.
+fn gemma3_projector_tree(v: &VisionConfig) -> Node {
+    let e = &v.encoder;
+    let k = e.patches_per_side() / (v.tokens_per_image as f64).sqrt().round() as usize;
+    let norm = Node::leaf("Gemma3RMSNorm", format!("({},), eps={}", e.d_model, py_float(e.norm_eps)), e.d_model as u64);
+    let pool = Node::leaf("AvgPool2d", format!("kernel_size={k}, stride={k}, padding=0"), 0);
+    let mut p = Node::parent("Gemma3MultiModalProjector", vec![("mm_soft_emb_norm", norm), ("avg_pool", pool)]);
+    p.own_params = (e.d_model * v.projection_dim) as u64;
+    p
 }
 
 /// transformers' names for a decoder generation, as printed in the release era: transformers 4.43 for
@@ -569,7 +588,10 @@ fn vision_lines(c: &Config, v: &VisionConfig, s: &mut String) {
             let k = side / (t as f64).sqrt().round() as usize;
             let _ = writeln!(
                 s,
-                "image tokens = {t}: the {n} patch rows are average-pooled in {k} x {k} blocks, RMS-normalized and projected to d_model (no bias); each image takes {t} positions of the text stream ({share:.1}% of {}), plus <start_of_image>, <end_of_image> and the newlines around them, and {} of KV cache in bf16; an image's rows attend to each other both ways.",
+                "image tokens = {t}: the {n} patch rows are average-pooled in {k} x {k} blocks, RMS-normalized and projected to d_model by mm_input_projection_weight ({} x {} = {} parameters, no bias; a bare parameter of the projector, which print(model) does not list); each image takes {t} positions of the text stream ({share:.1}% of {}), plus <start_of_image>, <end_of_image> and the newlines around them, and {} of KV cache in bf16; an image's rows attend to each other both ways.",
+                e.d_model,
+                v.projection_dim,
+                thousands((e.d_model * v.projection_dim) as u64),
                 c.context_len,
                 bytes_human(kv_image as f64)
             );

@@ -179,6 +179,7 @@ pub fn raw_config(file: &GgufFile) -> Result<RawConfig> {
         layer_types: Some(layer_types),
         rope_global: Some(rope_global),
         rope_local: Some(rope_local),
+        rope_global_factor: None,
         // llama.cpp uses `output.weight` when the file has one, else the embedding (tied).
         tie_word_embeddings: Some(file.tensors.get("output.weight").is_none()),
         bos_token_id: file.get_u32("tokenizer.ggml.bos_token_id")?,

@@ -140,7 +140,7 @@ impl RawConfig {
             (_, Some(b)) if !b.is_null() => (block_list(&keys, "block_types", b)?, true),
             _ => (None, false),
         };
-        let (rope_global, rope_local) = parse_rope(c, path)?;
+        let (rope_global, rope_local, rope_global_factor) = parse_rope(c, path)?;
         let outer_keys = outer.map(|o| Keys {
             v: o,
             path,
@@ -205,6 +205,7 @@ impl RawConfig {
             conv1d_width: usize_key("conv1d_width")?,
             rope_global,
             rope_local,
+            rope_global_factor,
             tie_word_embeddings: c
                 .get("tie_word_embeddings")
                 .or_else(|| outer.and_then(|o| o.get("tie_word_embeddings")))
@@ -273,7 +274,11 @@ fn raw_vision(v: &Value, projector: Projector, path: &Path) -> Result<RawVision>
 ///   transformers' Gemma 3 applies it) and `rope_local_base_freq` (local layers);
 /// - transformers 5: `rope_parameters`, either one `{rope_type, rope_theta, factor?}` for all layers, or one per
 ///   layer type: `{"full_attention": {...}, "sliding_attention": {...}}`.
-fn parse_rope(c: &Value, path: &Path) -> Result<(Option<Rope>, Option<Rope>)> {
+///
+/// Returns the global and local RoPE where the file gives their theta, and otherwise the global layers' linear
+/// factor alone: the Hub's Gemma 3 4B/12B/27B configs give `rope_scaling: {factor: 8}` without `rope_theta`,
+/// and transformers applies the factor to the default theta (`Config::from_raw` supplies it).
+fn parse_rope(c: &Value, path: &Path) -> Result<(Option<Rope>, Option<Rope>, Option<f32>)> {
     let one = |p: &Value, field: &str, default_theta: Option<f64>| -> Result<Option<Rope>> {
         let theta = p
             .get("rope_theta")
@@ -314,33 +319,38 @@ fn parse_rope(c: &Value, path: &Path) -> Result<(Option<Rope>, Option<Rope>)> {
                 Some(x) => one(x, "rope_parameters.sliding_attention", None)?,
                 None => None,
             };
-            return Ok((g, l));
+            return Ok((g, l, None));
         }
-        let r = one(
-            p,
-            "rope_parameters",
-            c.get("rope_theta").and_then(Value::as_f64),
-        )?;
-        return Ok((r, None));
+        let theta = p.get("rope_theta").or_else(|| c.get("rope_theta")).and_then(Value::as_f64);
+        // Parsed with a stand-in theta when there is none, to keep the factor (the theta is then the default).
+        let r = one(p, "rope_parameters", Some(theta.unwrap_or(0.0)))?.expect("a theta was given");
+        return Ok(match theta {
+            Some(_) => (Some(r), None, None),
+            None => (None, None, Some(r.linear_factor)),
+        });
     }
     let theta = c.get("rope_theta").and_then(Value::as_f64);
-    let global = match c.get("rope_scaling").filter(|s| s.is_object()) {
+    let (global, global_factor) = match c.get("rope_scaling").filter(|s| s.is_object()) {
         Some(s) => {
             let mut s = s.clone();
             if let (Some(obj), Some(t)) = (s.as_object_mut(), theta) {
                 obj.insert("rope_theta".into(), t.into());
             }
-            one(&s, "rope_scaling", None)?.or(theta.map(|t| Rope {
+            // Without a theta, only the factor is kept: the family default theta applies (from_raw).
+            let r = one(&s, "rope_scaling", Some(theta.unwrap_or(0.0)))?.expect("a theta was given");
+            match theta {
+                Some(_) => (Some(r), None),
+                None => (None, Some(r.linear_factor)),
+            }
+        }
+        None => (
+            theta.map(|t| Rope {
                 base: t as f32,
                 linear_factor: 1.0,
-            }))
-        }
-        None => theta.map(|t| Rope {
-            base: t as f32,
-            linear_factor: 1.0,
-        }),
+            }),
+            None,
+        ),
     };
-    // When scaling is given without a theta, the family default theta applies: handled in from_raw via None.
     let local = c
         .get("rope_local_base_freq")
         .and_then(Value::as_f64)
@@ -348,5 +358,5 @@ fn parse_rope(c: &Value, path: &Path) -> Result<(Option<Rope>, Option<Rope>)> {
             base: b as f32,
             linear_factor: 1.0,
         });
-    Ok((global, local))
+    Ok((global, local, global_factor))
 }

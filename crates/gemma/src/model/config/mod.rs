@@ -264,6 +264,9 @@ pub struct RawConfig {
     pub rope_global: Option<Rope>,
     /// RoPE of local (sliding) layers, where it differs (Gemma 3's `rope_local_base_freq`).
     pub rope_local: Option<Rope>,
+    /// The global layers' linear RoPE factor when the file gives one but no theta (the Hub's Gemma 3 4B-27B
+    /// configs: `rope_scaling` without `rope_theta`); it applies to the family's default theta.
+    pub rope_global_factor: Option<f32>,
     pub tie_word_embeddings: Option<bool>,
     pub bos_token_id: Option<u32>,
     pub eos_token_ids: Option<Vec<u32>>,
@@ -471,7 +474,7 @@ impl Config {
         let window = raw.sliding_window.or(d.sliding_window);
         let global_rope = raw.rope_global.unwrap_or(Rope {
             base: d.rope_theta,
-            linear_factor: 1.0,
+            linear_factor: raw.rope_global_factor.unwrap_or(1.0),
         });
         let local_rope = raw
             .rope_local
