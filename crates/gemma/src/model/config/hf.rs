@@ -255,9 +255,8 @@ fn per_layer_heads(keys: &Keys, v: &Value) -> Result<Vec<(usize, Option<usize>, 
             if let Some(other) = e.keys().find(|k| !matches!(k.as_str(), "head_dim" | "num_key_value_heads")) {
                 return Err(keys.err(&field, format!("`{other}` per layer is not supported (only head_dim, num_key_value_heads)")));
             }
-            let sub = Keys { v: &Value::Object(e.clone()), path: keys.path, prefix: "" }.usize("head_dim")?;
-            let kv = Keys { v: &Value::Object(e.clone()), path: keys.path, prefix: "" }.usize("num_key_value_heads")?;
-            Ok((i, sub, kv))
+            let entry = Keys { v: &v[k.as_str()], path: keys.path, prefix: &format!("{}{field}.", keys.prefix) };
+            Ok((i, entry.usize("head_dim")?, entry.usize("num_key_value_heads")?))
         })
         .collect()
 }
