@@ -32,6 +32,8 @@ struct Expected {
     logits: Vec<Vec<f32>>,
     greedy: Greedy,
     logits_bf16_compute: Option<Vec<Vec<f32>>>,
+    /// The same forward pass in float64 (Gemma 4 fixtures).
+    logits_f64: Option<Vec<Vec<f32>>>,
 }
 
 fn case_dir(case: &str) -> PathBuf {
@@ -131,6 +133,12 @@ fn check_case(case: &str, tolerance: f32) {
         let (d, pos) = max_diff(got, &want.logits);
         report.push(format!("{case} {path}: max |diff| = {d:.2e} (position {pos})"));
         assert!(d <= tolerance, "{case} {path}: max |logit diff| {d} at position {pos} > {tolerance}");
+        // Where the fixture has the float64 truth, the same tolerance holds against it too.
+        if let Some(f64_logits) = &want.logits_f64 {
+            let (d, pos) = max_diff(got, f64_logits);
+            report.push(format!("{case} {path}: max |diff| vs f64 = {d:.2e} (position {pos})"));
+            assert!(d <= tolerance, "{case} {path}: max |logit diff| vs f64 {d} at position {pos} > {tolerance}");
+        }
     };
     let n = want.ids.len();
     check("prefill", &run_chunked(&model, &pool2, &want.ids, &[n]));
@@ -300,4 +308,112 @@ fn attention_past_the_window_is_the_same_for_every_chunking() {
             assert!(got == one_pass, "chunks {sizes:?}, {threads} threads: {:?}", max_diff(&got, &one_pass));
         }
     }
+}
+
+/// Gemma 4, E2B-like (tests/fixtures/tiny/gemma4_e2b, tools/fixtures/make_gemma4.py): per-layer embeddings, the
+/// last 3 of 7 layers KV-shared (reading layers 2 and 3) with a double-wide MLP, global layers with their own head
+/// size and proportional RoPE, sliding window 5 < 20 ids, x·w norms, value norm, attention scale 1, layer
+/// scalars, final soft-cap 15. Decode and the batch's 1-token steps run the shared layers on every row; prefill
+/// with `LogitsWanted::Last` (the greedy prompt) on the last row only.
+#[test]
+fn gemma4_e2b() {
+    check_case("gemma4_e2b", F32_TOLERANCE);
+}
+
+/// Gemma 4, 26B-A4B-like: attention_k_eq_v, one global KV head beside two local ones, 8 experts (top 2) beside
+/// the dense MLP in every layer, sliding window 5.
+#[test]
+fn gemma4_moe() {
+    check_case("gemma4_moe", F32_TOLERANCE);
+}
+
+/// The released checkpoints' layout: `Gemma4ForConditionalGeneration` (model_type gemma4, text_config) with the
+/// text weights under `model.language_model.*`: the same logits as gemma4_e2b.
+#[test]
+fn gemma4_multimodal_layout() {
+    check_case("gemma4_e2b_multimodal", F32_TOLERANCE);
+    let text = gemma::model::Config::from_hf_file(&case_dir("gemma4_e2b").join("config.json")).unwrap();
+    let wrapped = gemma::model::Config::from_hf_file(&case_dir("gemma4_e2b_multimodal").join("config.json")).unwrap();
+    assert_eq!(text, wrapped);
+}
+
+/// The Hub's spelling (`global_head_dim`, `num_global_key_value_heads`, no `per_layer_config`) gives the same
+/// validated config as transformers 5.24's `save_pretrained` spelling; in gemma4_e2b the Hub spelling says
+/// `num_global_key_value_heads: 1`, which transformers ignores without `attention_k_eq_v`, and so do we.
+#[test]
+fn gemma4_config_spellings_agree() {
+    for case in ["gemma4_e2b", "gemma4_moe"] {
+        let dir = case_dir(case);
+        let new = gemma::model::Config::from_hf_file(&dir.join("config.json")).unwrap();
+        let legacy = gemma::model::Config::from_hf_file(&dir.join("config.legacy.json")).unwrap();
+        assert_eq!(new, legacy, "{case}");
+    }
+    let c = gemma::model::Config::from_hf_file(&case_dir("gemma4_e2b").join("config.legacy.json")).unwrap();
+    let heads: Vec<_> = c.attention_layers().map(|a| (a.head_dim, a.n_kv_heads, a.kv_source, a.rotary_dims, a.rope_pairs)).collect();
+    assert_eq!(
+        heads,
+        [(16, 2, None, 16, 8), (16, 2, None, 16, 8), (32, 2, None, 32, 4), (16, 2, None, 16, 8), (32, 2, Some(2), 32, 4), (16, 2, Some(3), 16, 8), (32, 2, Some(2), 32, 4)]
+    );
+    let ffn: Vec<_> = c.layers.iter().map(|l| l.ffn_dim).collect();
+    assert_eq!(ffn, [96, 96, 96, 96, 192, 192, 192]);
+    let m = gemma::model::Config::from_hf_file(&case_dir("gemma4_moe").join("config.legacy.json")).unwrap();
+    let heads: Vec<_> = m.attention_layers().map(|a| (a.head_dim, a.n_kv_heads, a.k_eq_v)).collect();
+    assert_eq!(heads, [(16, 2, false), (32, 1, true), (16, 2, false), (32, 1, true)]);
+}
+
+/// KV-shared layers hold no cache: the state's bytes are those of the four layers that compute keys and
+/// values, whatever the shared layers do, and `state_bytes` (what `gemma inspect --explain` prints) agrees.
+#[test]
+fn gemma4_kv_shared_layers_hold_no_cache() {
+    let model = load::load(&case_dir("gemma4_e2b")).unwrap();
+    let c = &model.config;
+    let pool = ThreadPool::new(1);
+    let mut state = model.new_state(64);
+    let mut scratch = Scratch::new();
+    let ids: Vec<u32> = (0..40u32).map(|i| 3 + (i * 37) % 500).collect();
+    for tok in ids.chunks(1) {
+        let mut chunks = [Chunk::new(tok, &mut state, LogitsWanted::Last)];
+        model.forward(&pool, &mut chunks, &mut scratch).unwrap();
+    }
+    let per_layer: Vec<usize> = (0..c.n_layers).map(|l| state.layer_bytes(l)).collect();
+    assert!(per_layer[4..].iter().all(|&b| b == 0), "shared layers hold bytes: {per_layer:?}");
+    assert!(per_layer[..4].iter().all(|&b| b > 0), "{per_layer:?}");
+    // Local layers 0, 1, 3: a ring of window - 1 + 1 = 5 positions of 2 KV heads x 16; global layer 2: 40
+    // positions (grown geometrically to 64) of 2 x 32; k and v, f32.
+    let local = 5 * 2 * 16 * 2 * 4;
+    assert_eq!(per_layer[..4], [local, local, 64 * 2 * 32 * 2 * 4, local]);
+    assert_eq!(gemma::model::state::state_bytes(c, 40, 1), (3 * local + 40 * 2 * 32 * 2 * 4) as u64);
+}
+
+/// KV-shared layers write no state, so only rows whose logits are asked for go through them: a chunk asking
+/// for none or only its last row gives the same logits as one asking for all, alone or batched with chunks
+/// that want every row, nothing or the last (gemma4_e2b: layers 4-6 are shared).
+#[test]
+fn gemma4_rows_without_logits_skip_the_shared_layers() {
+    let model = load::load(&case_dir("gemma4_e2b")).unwrap();
+    let want = expected("gemma4_e2b");
+    let vocab = model.config.vocab_size;
+    let pool = ThreadPool::new(2);
+    let (ids, n) = (&want.ids, want.ids.len());
+    let mut scratch = Scratch::new();
+    let (mut all, mut none, mut last) = (model.new_state(n + 1), model.new_state(n + 1), model.new_state(n + 1));
+    for (a, b) in [(0, 7), (7, 12), (12, n)] {
+        let mut chunks = [
+            Chunk::new(&ids[a..b], &mut none, LogitsWanted::None),
+            Chunk::new(&ids[a..b], &mut all, LogitsWanted::All),
+            Chunk::new(&ids[a..b], &mut last, LogitsWanted::Last),
+        ];
+        model.forward(&pool, &mut chunks, &mut scratch).unwrap();
+        assert!(scratch.logits(0, vocab).is_empty());
+        let got: Vec<Vec<f32>> = scratch.logits(1, vocab).chunks_exact(vocab).map(<[f32]>::to_vec).collect();
+        let (d, _) = max_diff(&got, &want.logits[a..b]);
+        assert!(d <= F32_TOLERANCE, "rows {a}..{b}, all: {d}");
+        let (d, _) = max_diff(&[scratch.logits(2, vocab).to_vec()], &want.logits[b - 1..b]);
+        assert!(d <= F32_TOLERANCE, "row {}, last: {d}", b - 1);
+    }
+    // The chunk that asked for nothing kept the same cache: its next token's logits are right.
+    let tok = [ids[n - 1]];
+    let mut chunks = [Chunk::new(&tok, &mut none, LogitsWanted::Last), Chunk::new(&tok, &mut last, LogitsWanted::Last)];
+    model.forward(&pool, &mut chunks, &mut scratch).unwrap();
+    assert_eq!(scratch.logits(0, vocab), scratch.logits(1, vocab));
 }

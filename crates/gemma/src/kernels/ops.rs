@@ -21,6 +21,13 @@ pub fn rms_norm_inplace(x: &mut [f32], scale: &[f32], eps: f32) {
     }
 }
 
+/// RMSNorm without a weight, in place: `x / sqrt(mean(x²) + eps)` (Gemma 4's value and router norms).
+pub fn rms_norm_unit_inplace(x: &mut [f32], eps: f32) {
+    let ms = x.iter().map(|v| v * v).sum::<f32>() / x.len() as f32;
+    let r = 1.0 / (ms + eps).sqrt();
+    x.iter_mut().for_each(|v| *v *= r);
+}
+
 /// LayerNorm (SigLIP's `nn.LayerNorm`): `y = (x - mean) / sqrt(var + eps) · w + b`, the biased variance,
 /// statistics accumulated in f64.
 pub fn layer_norm(x: &[f32], w: &[f32], b: &[f32], eps: f32, out: &mut [f32]) {

@@ -2,7 +2,8 @@
 //! ([`LayerState`], one variant per mixer kind). An attention layer keeps a KV cache: global layers every
 //! position, local (sliding-window) layers a ring of the last positions only, so their memory does not grow
 //! with the context. A recurrent (Griffin) layer keeps a fixed-size state: the RG-LRU's hidden vector and the
-//! last `conv1d_width - 1` inputs of its convolution.
+//! last `conv1d_width - 1` inputs of its convolution. A KV-shared layer (Gemma 4) keeps nothing: it reads the
+//! cache of the layer it shares with.
 
 use super::config::{AttentionScope, Config, Mixer, RecurrentSpec};
 use crate::kernels::attention::KvView;
@@ -115,11 +116,15 @@ impl RecurrentState {
 pub enum LayerState {
     Kv(KvLayer),
     Recurrent(RecurrentState),
+    /// A KV-shared attention layer: it attends over layer `source`'s cache and stores nothing itself.
+    Shared { source: usize },
 }
 
 impl LayerState {
-    fn bytes(&self) -> usize {
+    /// Bytes this layer holds for the sequence (0 for a KV-shared layer).
+    pub fn bytes(&self) -> usize {
         match self {
+            LayerState::Shared { .. } => 0,
             LayerState::Kv(kv) => kv.bytes(),
             LayerState::Recurrent(r) => (r.h.capacity() + r.conv.capacity()) * std::mem::size_of::<f32>(),
         }
@@ -127,7 +132,7 @@ impl LayerState {
 }
 
 /// What a state's layers look like, to refuse a state made for another model before touching anything:
-/// per layer, the mixer kind and its widths.
+/// per layer, the mixer kind and its widths (a KV-shared layer: its source layer).
 pub(crate) fn state_layout(cfg: &Config) -> Vec<(u8, usize, usize)> {
     let window = |s: AttentionScope| match s {
         AttentionScope::Global => 0,
@@ -136,7 +141,10 @@ pub(crate) fn state_layout(cfg: &Config) -> Vec<(u8, usize, usize)> {
     cfg.layers
         .iter()
         .map(|l| match l.mixer {
-            Mixer::Attention(a) => (0, cfg.kv_dim(), window(a.scope)),
+            Mixer::Attention(a) => match a.kv_source {
+                Some(source) => (2, source, 0),
+                None => (0, a.kv_dim(), window(a.scope)),
+            },
             Mixer::Recurrent(r) => (1, r.lru_width, r.conv1d_width),
         })
         .collect()
@@ -145,20 +153,20 @@ pub(crate) fn state_layout(cfg: &Config) -> Vec<(u8, usize, usize)> {
 /// The bytes a [`SeqState`] holds after `positions` positions fed in chunks of at most `chunk` (f32, as the
 /// decoder keeps them): per recurrent layer h and the last `conv1d_width - 1` conv inputs, per local attention
 /// layer a ring of `window - 1 + chunk` keys and values (what [`KvLayer::reserve`] keeps), per global layer
-/// every position (without the slack of its geometric growth).
+/// every position (without the slack of its geometric growth), per KV-shared layer nothing.
 pub fn state_bytes(cfg: &Config, positions: usize, chunk: usize) -> u64 {
     let f32s: usize = cfg
         .layers
         .iter()
         .map(|l| match l.mixer {
             Mixer::Recurrent(r) => r.lru_width * r.conv1d_width,
-            Mixer::Attention(_) if positions == 0 => 0,
+            Mixer::Attention(a) if positions == 0 || a.kv_source.is_some() => 0,
             Mixer::Attention(a) => {
                 let slots = match a.scope {
                     AttentionScope::Global => positions,
                     AttentionScope::Local { window } => window - 1 + chunk.min(positions).max(1),
                 };
-                2 * slots * cfg.kv_dim()
+                2 * slots * a.kv_dim()
             }
         })
         .sum();
@@ -183,7 +191,10 @@ impl SeqState {
             .layers
             .iter()
             .map(|l| match &l.mixer {
-                Mixer::Attention(a) => LayerState::Kv(KvLayer::new(a.scope, cfg.kv_dim())),
+                Mixer::Attention(a) => match a.kv_source {
+                    Some(source) => LayerState::Shared { source },
+                    None => LayerState::Kv(KvLayer::new(a.scope, a.kv_dim())),
+                },
                 Mixer::Recurrent(r) => LayerState::Recurrent(RecurrentState::new(r)),
             })
             .collect();
@@ -216,11 +227,17 @@ impl SeqState {
         let ok = self.layers.iter().all(|l| match l {
             LayerState::Kv(kv) => kv.window.is_none() || back <= kv.ring.saturating_sub(kv.window.unwrap() - 1),
             LayerState::Recurrent(_) => back == 0,
+            LayerState::Shared { .. } => true,
         });
         if ok {
             self.pos = pos;
         }
         ok
+    }
+
+    /// Bytes layer `l` holds (0 for a KV-shared layer).
+    pub fn layer_bytes(&self, l: usize) -> usize {
+        self.layers[l].bytes()
     }
 
     /// Bytes held by the caches and recurrent states.

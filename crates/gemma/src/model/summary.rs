@@ -199,7 +199,7 @@ fn decoder_tree(c: &Config) -> Node {
     let norm = |n: usize| match c.family {
         // RMSNorm had no extra_repr before transformers 4.44 (the Gemma 1/2 era); Gemma 3's release printed it.
         Family::Gemma | Family::Gemma2 | Family::RecurrentGemma => Node::leaf(&format!("{p}RMSNorm"), String::new(), n as u64),
-        Family::Gemma3 => Node::leaf(&format!("{p}RMSNorm"), format!("({n},), eps={eps}"), n as u64),
+        Family::Gemma3 | Family::Gemma4 => Node::leaf(&format!("{p}RMSNorm"), format!("({n},), eps={eps}"), n as u64),
     };
     let rotary = || Node::leaf(&format!("{p}RotaryEmbedding"), String::new(), 0);
     let layers: Vec<Node> = (0..c.n_layers)
@@ -438,18 +438,20 @@ pub fn bytes_human(b: f64) -> String {
 }
 
 /// KV-cache bytes for a decoder: per token across all layers (if every layer kept every position), and at
-/// `ctx` positions with the sliding windows honoured. `elem` is bytes per cached number (2 for bf16).
+/// `ctx` positions with the sliding windows honoured. `elem` is bytes per cached number (2 for bf16). Each layer
+/// counts its own key/value width; KV-shared layers (Gemma 4) keep no cache and count nothing.
 pub fn kv_cache_bytes(c: &Config, ctx: usize, elem: usize) -> (u64, u64, u64) {
-    let per_layer_token = (2 * c.kv_dim() * elem) as u64;
-    let per_token = per_layer_token * c.attention_layers().count() as u64;
-    let windowed: u64 = c
-        .attention_layers()
-        .map(|l| match l.scope {
-            AttentionScope::Global => ctx as u64,
-            AttentionScope::Local { window } => window.min(ctx) as u64,
+    let caching = || c.attention_layers().filter(|l| l.kv_source.is_none());
+    let per_token: u64 = caching().map(|l| (2 * l.kv_dim() * elem) as u64).sum();
+    let windowed: u64 = caching()
+        .map(|l| {
+            let positions = match l.scope {
+                AttentionScope::Global => ctx as u64,
+                AttentionScope::Local { window } => window.min(ctx) as u64,
+            };
+            positions * (2 * l.kv_dim() * elem) as u64
         })
-        .sum::<u64>()
-        * per_layer_token;
+        .sum();
     (per_token, per_token * ctx as u64, windowed)
 }
 

@@ -1,5 +1,7 @@
 //! The weights of a Gemma decoder, as stored (bf16, f16, f32 or GGUF block quants), immutable after load.
-//! Only norm scales and biases are widened to f32, with Gemma's `1 + w` folded into the norms.
+//! Only norm scales, biases and scalars are widened to f32, with Gemma 1-3's `1 + w` folded into the norms
+//! (Gemma 4's norms multiply by `w` itself). A mixture of experts' 3-D tensors become one matrix per expert,
+//! each a view of its slice of the file.
 //!
 //! Tensors are found through a [`Role`] (what the tensor is) and a per-format name table ([`NameScheme`]):
 //! a misspelt name cannot compile, and a name a format lacks is an error naming the role, never a panic.
@@ -9,7 +11,7 @@ use crate::kernels::Matrix;
 use crate::quant::DType;
 use crate::{Error, Result};
 
-use super::config::{Config, Family, Mixer, RecurrentSpec};
+use super::config::{AttentionSpec, Config, Family, Mixer, MoeSpec, PerLayerInput, RecurrentSpec};
 use super::siglip::VisionWeights;
 
 /// Norm weights hold `w` with the `1 + w` left to the reader (transformers) or `1 + w` already (llama.cpp's
@@ -72,6 +74,28 @@ pub enum Role {
     RgLruInputGateBias,
     RgLruRecurrentGate,
     RgLruRecurrentGateBias,
+    /// Gemma 4's per-layer embeddings: the table (vocab_pl, n_layers · dim), the projection of the main
+    /// embedding (n_layers · dim, d_model) and its norm (dim) — model-wide; per layer the gate (dim, d_model),
+    /// the projection back (d_model, dim) and the norm after it.
+    PleEmbed,
+    PleModelProj,
+    PleProjNorm,
+    PleGate,
+    PleProj,
+    PostPleNorm,
+    /// Gemma 4's per-layer output scalar (`layer_scalar`, shape (1)).
+    LayerScalar,
+    /// Gemma 4's mixture of experts: router (n_experts, d_model), its scale (d_model) and per-expert scale
+    /// (n_experts); experts' fused gate/up (n_experts, 2 · moe_ffn, d_model) and down (n_experts, d_model, moe_ffn);
+    /// the dense MLP's own post-norm, the experts' pre- and post-norms.
+    RouterProj,
+    RouterScale,
+    RouterExpertScale,
+    ExpertsGateUp,
+    ExpertsDown,
+    PostMlpNorm1,
+    PreMoeNorm,
+    PostMoeNorm,
 }
 
 impl Role {
@@ -82,7 +106,8 @@ impl Role {
             MixerNorm, PostMixerNorm, MlpNorm, PostMlpNorm, AttnQ, AttnK, AttnV, AttnO, AttnOBias, AttnQNorm, AttnKNorm,
             MlpGate, MlpUp, MlpDown, MlpGateBias, MlpUpBias, MlpDownBias, RecY, RecYBias, RecX, RecXBias, RecOut,
             RecOutBias, RecConv, RecConvBias, RgLruParam, RgLruInputGate, RgLruInputGateBias, RgLruRecurrentGate,
-            RgLruRecurrentGateBias,
+            RgLruRecurrentGateBias, PleGate, PleProj, PostPleNorm, LayerScalar, RouterProj, RouterScale,
+            RouterExpertScale, ExpertsGateUp, ExpertsDown, PostMlpNorm1, PreMoeNorm, PostMoeNorm,
         ]
     };
 }
@@ -98,12 +123,15 @@ impl NameScheme {
             }
             (NameScheme::HuggingFace, FinalNorm) => Some("model.norm.weight".into()),
             (NameScheme::HuggingFace, LmHead) => Some("lm_head.weight".into()),
+            (NameScheme::HuggingFace, PleEmbed) => Some("model.embed_tokens_per_layer.weight".into()),
+            (NameScheme::HuggingFace, PleModelProj) => Some("model.per_layer_model_projection.weight".into()),
+            (NameScheme::HuggingFace, PleProjNorm) => Some("model.per_layer_projection_norm.weight".into()),
             (NameScheme::Gguf, Embed) => Some("token_embd.weight".into()),
             (NameScheme::Gguf, FinalNorm) => Some("output_norm.weight".into()),
             (NameScheme::Gguf, LmHead) => Some("output.weight".into()),
             _ => None,
         };
-        if matches!(role, Embed | FinalNorm | LmHead) {
+        if matches!(role, Embed | FinalNorm | LmHead | PleEmbed | PleModelProj | PleProjNorm) {
             return global;
         }
         let sub = match self {
@@ -164,7 +192,19 @@ fn hf_layer_name(family: Family, role: Role) -> Option<&'static str> {
         RgLruInputGateBias => "temporal_block.rg_lru.input_gate_bias",
         RgLruRecurrentGate => "temporal_block.rg_lru.recurrent_gate_weight",
         RgLruRecurrentGateBias => "temporal_block.rg_lru.recurrent_gate_bias",
-        Embed | FinalNorm | LmHead => return None,
+        PleGate => "per_layer_input_gate.weight",
+        PleProj => "per_layer_projection.weight",
+        PostPleNorm => "post_per_layer_input_norm.weight",
+        LayerScalar => "layer_scalar",
+        RouterProj => "router.proj.weight",
+        RouterScale => "router.scale",
+        RouterExpertScale => "router.per_expert_scale",
+        ExpertsGateUp => "experts.gate_up_proj",
+        ExpertsDown => "experts.down_proj",
+        PostMlpNorm1 => "post_feedforward_layernorm_1.weight",
+        PreMoeNorm => "pre_feedforward_layernorm_2.weight",
+        PostMoeNorm => "post_feedforward_layernorm_2.weight",
+        Embed | FinalNorm | LmHead | PleEmbed | PleModelProj | PleProjNorm => return None,
     })
 }
 
@@ -190,15 +230,15 @@ fn gguf_layer_name(role: Role) -> Option<&'static str> {
     })
 }
 
-/// Attention projections. (rows, cols) as stored, row-major.
+/// Attention projections. (rows, cols) as stored, row-major; q_dim and kv_dim are the layer's own.
 #[derive(Debug)]
 pub struct AttentionWeights {
     /// (q_dim, d_model)
     pub q: Matrix,
-    /// (kv_dim, d_model)
-    pub k: Matrix,
-    /// (kv_dim, d_model)
-    pub v: Matrix,
+    /// (kv_dim, d_model); None in a KV-shared layer.
+    pub k: Option<Matrix>,
+    /// (kv_dim, d_model); None in a KV-shared layer and with `k_eq_v`.
+    pub v: Option<Matrix>,
     /// (d_model, q_dim)
     pub o: Matrix,
     /// (d_model) when `config.biases.attn_out`.
@@ -252,7 +292,51 @@ pub struct MlpWeights {
     pub bias: Option<[Vec<f32>; 3]>,
 }
 
-/// One residual block. Norm scales are f32 with `1 + w` applied.
+/// Gemma 4's per-layer-input branch of one layer.
+#[derive(Debug)]
+pub struct PleLayerWeights {
+    /// (dim, d_model)
+    pub gate: Matrix,
+    /// (d_model, dim)
+    pub proj: Matrix,
+    /// (d_model)
+    pub post_norm: Vec<f32>,
+}
+
+/// Gemma 4's model-wide per-layer-embedding weights.
+#[derive(Debug)]
+pub struct PleWeights {
+    /// (vocab_pl, n_layers · dim): each token's inputs of every layer.
+    pub embed: Matrix,
+    /// (n_layers · dim, d_model)
+    pub proj: Matrix,
+    /// (dim)
+    pub norm: Vec<f32>,
+}
+
+/// Gemma 4's mixture of experts of one layer.
+#[derive(Debug)]
+pub struct MoeWeights {
+    /// Experts per token (the config's `top_k`), for byte counts.
+    pub top_k: usize,
+    /// (n_experts, d_model)
+    pub router: Matrix,
+    /// (d_model): multiplies the router's unit-normed input.
+    pub router_scale: Vec<f32>,
+    /// (n_experts): multiplies each chosen expert's weight.
+    pub expert_scale: Vec<f32>,
+    /// Per expert (2 · moe_ffn, d_model): the gate rows, then the up rows.
+    pub gate_up: Vec<Matrix>,
+    /// Per expert (d_model, moe_ffn).
+    pub down: Vec<Matrix>,
+    /// (d_model) each: the dense MLP's output norm (`post_feedforward_layernorm_1`), the experts' input
+    /// norm (`pre_feedforward_layernorm_2`) and output norm (`post_feedforward_layernorm_2`).
+    pub post_mlp_norm: Vec<f32>,
+    pub pre_norm: Vec<f32>,
+    pub post_norm: Vec<f32>,
+}
+
+/// One residual block. Norm scales are f32 with `1 + w` applied where the config says so.
 #[derive(Debug)]
 pub struct LayerWeights {
     pub mixer_norm: Vec<f32>,
@@ -262,17 +346,33 @@ pub struct LayerWeights {
     pub mlp_norm: Vec<f32>,
     pub mlp: MlpWeights,
     pub post_mlp_norm: Option<Vec<f32>>,
+    /// Gemma 4: the per-layer-input branch after the MLP.
+    pub per_layer_input: Option<PleLayerWeights>,
+    /// Gemma 4: the mixture of experts beside the MLP.
+    pub moe: Option<MoeWeights>,
+    /// Gemma 4: multiplies the residual stream at the end of the layer.
+    pub scalar: Option<f32>,
 }
 
 impl LayerWeights {
-    /// The layer's matrices (the ones a decoded token reads in full).
+    /// The layer's matrices that a decoded token reads in full (experts: see [`LayerWeights::experts`]).
     pub fn matrices(&self) -> Vec<&Matrix> {
         let mut m = match &self.mixer {
-            MixerWeights::Attention(a) => vec![&a.q, &a.k, &a.v, &a.o],
+            MixerWeights::Attention(a) => [Some(&a.q), a.k.as_ref(), a.v.as_ref(), Some(&a.o)].into_iter().flatten().collect(),
             MixerWeights::Recurrent(r) => vec![&r.linear_y, &r.linear_x, &r.linear_out],
         };
         m.extend([&self.mlp.gate, &self.mlp.up, &self.mlp.down]);
+        if let Some(p) = &self.per_layer_input {
+            m.extend([&p.gate, &p.proj]);
+        }
+        if let Some(e) = &self.moe {
+            m.push(&e.router);
+        }
         m
+    }
+    /// Every expert's matrices (a token reads only those of its routed experts).
+    pub fn experts(&self) -> impl Iterator<Item = &Matrix> {
+        self.moe.iter().flat_map(|e| e.gate_up.iter().chain(&e.down))
     }
 }
 
@@ -286,6 +386,8 @@ pub struct Weights {
     pub lm_head: Option<Matrix>,
     /// The image encoder and projector, when `config.vision` is set.
     pub vision: Option<VisionWeights>,
+    /// Gemma 4's per-layer embeddings, when `config.per_layer_input` is set.
+    pub per_layer_input: Option<PleWeights>,
 }
 
 impl Weights {
@@ -293,15 +395,19 @@ impl Weights {
         self.lm_head.as_ref().unwrap_or(&self.embed)
     }
 
-    /// Weight bytes one decoded token reads: every layer matrix and the output projection (the embedding
-    /// lookup reads one row, left out).
+    /// Weight bytes one decoded token reads: every layer matrix, the output projection, the per-layer
+    /// embeddings' projection, and of a mixture of experts only the `top_k` experts it is routed to (the
+    /// embedding lookups read one row, left out).
     pub fn bytes_per_token(&self) -> usize {
+        let per_expert = |l: &LayerWeights| {
+            l.moe.as_ref().map_or(0, |e| e.top_k * (e.gate_up[0].n_bytes() + e.down[0].n_bytes()))
+        };
         self.output().n_bytes()
+            + self.per_layer_input.as_ref().map_or(0, |p| p.proj.n_bytes())
             + self
                 .layers
                 .iter()
-                .flat_map(LayerWeights::matrices)
-                .map(Matrix::n_bytes)
+                .map(|l| l.matrices().iter().map(|m| m.n_bytes()).sum::<usize>() + per_expert(l))
                 .sum::<usize>()
     }
 
@@ -309,7 +415,8 @@ impl Weights {
     pub fn matrices(&self) -> impl Iterator<Item = &Matrix> {
         std::iter::once(&self.embed)
             .chain(self.lm_head.iter())
-            .chain(self.layers.iter().flat_map(LayerWeights::matrices))
+            .chain(self.per_layer_input.iter().flat_map(|p| [&p.embed, &p.proj]))
+            .chain(self.layers.iter().flat_map(|l| l.matrices().into_iter().chain(l.experts())))
             .chain(self.vision.iter().flat_map(VisionWeights::matrices))
     }
 
@@ -343,6 +450,7 @@ impl Weights {
             .map(|i| r.layer(i))
             .collect::<Result<Vec<_>>>()?;
         let final_norm = r.norm(Role::FinalNorm, 0, d)?;
+        let per_layer_input = cfg.per_layer_input.map(|p| r.ple(&p)).transpose()?;
         // A GGUF's tower lives in a separate mmproj file (`VisionWeights::from_mmproj`, attached by the loader).
         let vision = cfg
             .vision
@@ -356,6 +464,7 @@ impl Weights {
             final_norm,
             lm_head,
             vision,
+            per_layer_input,
         })
     }
 }
@@ -370,12 +479,13 @@ struct Reader<'a> {
 
 impl Reader<'_> {
     /// The tensor of `role`, under its name or, for transformers' names, under the text model's name in a
-    /// vision-language checkpoint: `model.language_model.*` (transformers 5) or `language_model.model.*` and
-    /// `language_model.lm_head.*` (the Hub's PaliGemma and Gemma 3 checkpoints).
+    /// vision-language checkpoint: `model.language_model.*` (transformers 5; Gemma 4's released checkpoints,
+    /// whose towers this crate does not read) or `language_model.model.*` and `language_model.lm_head.*` (the
+    /// Hub's PaliGemma and Gemma 3 checkpoints).
     fn find(&self, role: Role, layer: usize) -> Option<(String, &Tensor)> {
         let name = self.names.name(self.cfg.family, role, layer)?;
         let mut candidates = vec![name];
-        if self.names == NameScheme::HuggingFace && self.cfg.vision.is_some() {
+        if self.names == NameScheme::HuggingFace {
             let n = candidates[0].clone();
             match n.strip_prefix("model.") {
                 Some(rest) => candidates.extend([format!("model.language_model.{rest}"), format!("language_model.model.{rest}")]),
@@ -412,7 +522,7 @@ impl Reader<'_> {
     }
     fn norm(&self, role: Role, layer: usize, n: usize) -> Result<Vec<f32>> {
         let mut w = self.vector(role, layer, &[n])?;
-        if self.norms == NormConvention::AddOne {
+        if self.norms == NormConvention::AddOne && self.cfg.norm_plus_one {
             w.iter_mut().for_each(|x| *x += 1.0);
         }
         Ok(w)
@@ -425,7 +535,7 @@ impl Reader<'_> {
             Mixer::Attention(_) => MixerWeights::Attention(self.attention(i)?),
             Mixer::Recurrent(spec) => MixerWeights::Recurrent(self.recurrent(i, &spec)?),
         };
-        let (f, bias) = (c.ffn_dim, c.biases.mlp);
+        let (f, bias) = (c.layers[i].ffn_dim, c.biases.mlp);
         let mlp = MlpWeights {
             gate: self.matrix(Role::MlpGate, i, f, d)?,
             up: self.matrix(Role::MlpUp, i, f, d)?,
@@ -452,17 +562,68 @@ impl Reader<'_> {
             post_mlp_norm: sandwich
                 .then(|| self.norm(Role::PostMlpNorm, i, d))
                 .transpose()?,
+            per_layer_input: c
+                .per_layer_input
+                .map(|p| {
+                    Ok::<_, Error>(PleLayerWeights {
+                        gate: self.matrix(Role::PleGate, i, p.dim, d)?,
+                        proj: self.matrix(Role::PleProj, i, d, p.dim)?,
+                        post_norm: self.norm(Role::PostPleNorm, i, d)?,
+                    })
+                })
+                .transpose()?,
+            moe: c.moe.map(|m| self.moe(i, &m)).transpose()?,
+            scalar: c.layer_scalar.then(|| Ok::<_, Error>(self.vector(Role::LayerScalar, i, &[1])?[0])).transpose()?,
         })
+    }
+
+    fn ple(&self, p: &PerLayerInput) -> Result<PleWeights> {
+        let (d, all) = (self.cfg.d_model, self.cfg.n_layers * p.dim);
+        Ok(PleWeights {
+            embed: self.matrix(Role::PleEmbed, 0, p.vocab_size, all)?,
+            proj: self.matrix(Role::PleModelProj, 0, all, d)?,
+            norm: self.norm(Role::PleProjNorm, 0, p.dim)?,
+        })
+    }
+
+    fn moe(&self, i: usize, m: &MoeSpec) -> Result<MoeWeights> {
+        let (d, e, f) = (self.cfg.d_model, m.n_experts, m.ffn_dim);
+        Ok(MoeWeights {
+            top_k: m.top_k,
+            router: self.matrix(Role::RouterProj, i, e, d)?,
+            router_scale: self.vector(Role::RouterScale, i, &[d])?,
+            expert_scale: self.vector(Role::RouterExpertScale, i, &[e])?,
+            gate_up: self.experts(Role::ExpertsGateUp, i, e, 2 * f, d)?,
+            down: self.experts(Role::ExpertsDown, i, e, d, f)?,
+            post_mlp_norm: self.norm(Role::PostMlpNorm1, i, d)?,
+            pre_norm: self.norm(Role::PreMoeNorm, i, d)?,
+            post_norm: self.norm(Role::PostMoeNorm, i, d)?,
+        })
+    }
+
+    /// A (n, rows, cols) tensor as n matrices, each a view of its slice of the file.
+    fn experts(&self, role: Role, layer: usize, n: usize, rows: usize, cols: usize) -> Result<Vec<Matrix>> {
+        let (name, t) = self.get(role, layer)?;
+        check_shape(&self.store.path, &name, t, &[n, rows, cols])?;
+        let per = t.data.len() / n;
+        (0..n)
+            .map(|e| {
+                let part = Tensor { dtype: t.dtype, shape: vec![rows, cols], data: t.data.slice(e * per, per) };
+                to_matrix(&self.store.path, &format!("{name}[{e}]"), &part, rows, cols)
+            })
+            .collect()
     }
 
     fn attention(&self, i: usize) -> Result<AttentionWeights> {
         let c = self.cfg;
-        let (d, hd) = (c.d_model, c.head_dim);
+        let a: &AttentionSpec = c.layers[i].attention().expect("an attention layer");
+        let (d, hd, kvd, qd) = (c.d_model, a.head_dim, a.kv_dim(), c.n_heads * a.head_dim);
+        let own_kv = a.kv_source.is_none();
         Ok(AttentionWeights {
-            q: self.matrix(Role::AttnQ, i, c.q_dim(), d)?,
-            k: self.matrix(Role::AttnK, i, c.kv_dim(), d)?,
-            v: self.matrix(Role::AttnV, i, c.kv_dim(), d)?,
-            o: self.matrix(Role::AttnO, i, d, c.q_dim())?,
+            q: self.matrix(Role::AttnQ, i, qd, d)?,
+            k: own_kv.then(|| self.matrix(Role::AttnK, i, kvd, d)).transpose()?,
+            v: (own_kv && !a.k_eq_v).then(|| self.matrix(Role::AttnV, i, kvd, d)).transpose()?,
+            o: self.matrix(Role::AttnO, i, d, qd)?,
             o_bias: c
                 .biases
                 .attn_out
@@ -472,8 +633,7 @@ impl Reader<'_> {
                 .qk_norm
                 .then(|| self.norm(Role::AttnQNorm, i, hd))
                 .transpose()?,
-            k_norm: c
-                .qk_norm
+            k_norm: (c.qk_norm && own_kv)
                 .then(|| self.norm(Role::AttnKNorm, i, hd))
                 .transpose()?,
         })

@@ -252,8 +252,9 @@ fn attention_layout(
     let all_full = vec![LayerType::Full; n_layers];
     let window = k.u32("attention.sliding_window")?.map(|w| w as usize);
     Ok(match family {
-        // llama.cpp has no RecurrentGemma architecture; `raw_config` never produces this family.
-        Family::Gemma | Family::RecurrentGemma => (all_full, None, global),
+        // llama.cpp has no RecurrentGemma architecture, and its gemma4 is not read yet: `raw_config` never
+        // produces these families.
+        Family::Gemma | Family::RecurrentGemma | Family::Gemma4 => (all_full, None, global),
         Family::Gemma2 => (pattern(2), Some(window.unwrap_or(4096)), global),
         Family::Gemma3 => match window {
             Some(w) if w > 0 => (
@@ -289,7 +290,7 @@ fn softcaps(k: &Keys, family: Family) -> Result<(Option<f64>, Option<f64>)> {
         Ok((v != 0.0).then_some(v as f64))
     };
     Ok(match family {
-        Family::Gemma | Family::RecurrentGemma => (None, None),
+        Family::Gemma | Family::RecurrentGemma | Family::Gemma4 => (None, None),
         Family::Gemma2 => (
             cap("attn_logit_softcapping", 50.0)?,
             cap("final_logit_softcapping", 30.0)?,

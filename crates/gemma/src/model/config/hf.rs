@@ -1,6 +1,7 @@
 //! Hugging Face `config.json` → [`RawConfig`], either key spelling (legacy Hub keys or transformers 5), for
-//! every family member: `gemma`, `gemma2`, `gemma3` / `gemma3_text`, `recurrent_gemma`, and the
-//! vision-language wrappers `paligemma` (text + SigLIP) and multimodal `gemma3`.
+//! every family member: `gemma`, `gemma2`, `gemma3` / `gemma3_text`, `recurrent_gemma`, `gemma4_text`, and the
+//! vision-language wrappers `paligemma` (text + SigLIP), multimodal `gemma3`, and `gemma4` (whose text model
+//! is read; its vision and audio towers are not supported and their configs are not read).
 
 use std::path::Path;
 
@@ -82,7 +83,7 @@ impl RawConfig {
             _ => None,
         };
         let (c, outer, prefix) = match (model_type, v.get("text_config")) {
-            ("gemma3" | "paligemma", Some(t)) => (t, Some(v), "text_config."),
+            ("gemma3" | "paligemma" | "gemma4", Some(t)) => (t, Some(v), "text_config."),
             ("paligemma", None) => {
                 return Err(Error::config(
                     path,
@@ -140,7 +141,18 @@ impl RawConfig {
             (_, Some(b)) if !b.is_null() => (block_list(&keys, "block_types", b)?, true),
             _ => (None, false),
         };
-        let (rope_global, rope_local, rope_global_factor) = parse_rope(c, path)?;
+        let ((rope_global, rope_global_proportional), (rope_local, rope_local_proportional), rope_global_factor) = parse_rope(c, path)?;
+        let bool_key = |k: &str| -> Result<Option<bool>> {
+            match c.get(k) {
+                None | Some(Value::Null) => Ok(None),
+                Some(Value::Bool(b)) => Ok(Some(*b)),
+                Some(x) => Err(err(k, format!("expected true or false, got {x}"))),
+            }
+        };
+        let per_layer_heads = match c.get("per_layer_config") {
+            None | Some(Value::Null) => None,
+            Some(p) => Some(per_layer_heads(&keys, p)?),
+        };
         let outer_keys = outer.map(|o| Keys {
             v: o,
             path,
@@ -206,6 +218,20 @@ impl RawConfig {
             rope_global,
             rope_local,
             rope_global_factor,
+            rope_global_proportional,
+            rope_local_proportional,
+            global_head_dim: usize_key("global_head_dim")?,
+            num_global_key_value_heads: usize_key("num_global_key_value_heads")?,
+            per_layer_heads,
+            attention_k_eq_v: bool_key("attention_k_eq_v")?,
+            num_kv_shared_layers: usize_key("num_kv_shared_layers")?,
+            use_double_wide_mlp: bool_key("use_double_wide_mlp")?,
+            hidden_size_per_layer_input: usize_key("hidden_size_per_layer_input")?,
+            vocab_size_per_layer_input: usize_key("vocab_size_per_layer_input")?,
+            enable_moe_block: bool_key("enable_moe_block")?,
+            num_experts: usize_key("num_experts")?,
+            top_k_experts: usize_key("top_k_experts")?,
+            moe_intermediate_size: usize_key("moe_intermediate_size")?,
             tie_word_embeddings: c
                 .get("tie_word_embeddings")
                 .or_else(|| outer.and_then(|o| o.get("tie_word_embeddings")))
@@ -216,6 +242,24 @@ impl RawConfig {
             vision: projector.map(|p| raw_vision(v, p, path)).transpose()?,
         })
     }
+}
+
+/// transformers 5.24's `per_layer_config` (Gemma 4): `{"<layer index>": {"head_dim": n, "num_key_value_heads": n}}`.
+/// Any other per-layer key is refused rather than ignored.
+fn per_layer_heads(keys: &Keys, v: &Value) -> Result<Vec<(usize, Option<usize>, Option<usize>)>> {
+    let o = v.as_object().ok_or_else(|| keys.err("per_layer_config", format!("expected an object, got {v}")))?;
+    o.iter()
+        .map(|(k, e)| {
+            let field = format!("per_layer_config.{k}");
+            let i = k.parse::<usize>().map_err(|_| keys.err(&field, "expected a layer index".into()))?;
+            let e = e.as_object().ok_or_else(|| keys.err(&field, "expected an object".into()))?;
+            if let Some(other) = e.keys().find(|k| !matches!(k.as_str(), "head_dim" | "num_key_value_heads")) {
+                return Err(keys.err(&field, format!("`{other}` per layer is not supported (only head_dim, num_key_value_heads)")));
+            }
+            let entry = Keys { v: &v[k.as_str()], path: keys.path, prefix: &format!("{}{field}.", keys.prefix) };
+            Ok((i, entry.usize("head_dim")?, entry.usize("num_key_value_heads")?))
+        })
+        .collect()
 }
 
 /// A list of layer/block type names: `full_attention`, `sliding_attention`, RecurrentGemma's `recurrent` /
@@ -275,58 +319,65 @@ fn raw_vision(v: &Value, projector: Projector, path: &Path) -> Result<RawVision>
 /// - transformers 5: `rope_parameters`, either one `{rope_type, rope_theta, factor?}` for all layers, or one per
 ///   layer type: `{"full_attention": {...}, "sliding_attention": {...}}`.
 ///
-/// Returns the global and local RoPE where the file gives their theta, and otherwise the global layers' linear
-/// factor alone: the Hub's Gemma 3 4B/12B/27B configs give `rope_scaling: {factor: 8}` without `rope_theta`,
-/// and transformers applies the factor to the default theta (`Config::from_raw` supplies it).
-fn parse_rope(c: &Value, path: &Path) -> Result<(Option<Rope>, Option<Rope>, Option<f32>)> {
-    let one = |p: &Value, field: &str, default_theta: Option<f64>| -> Result<Option<Rope>> {
+/// Returns each layer type's RoPE where the file gives its theta (with Gemma 4's `partial_rotary_factor` for a
+/// `proportional` one), and otherwise the global layers' linear factor alone: the Hub's Gemma 3 4B/12B/27B
+/// configs give `rope_scaling: {factor: 8}` without `rope_theta`, and transformers applies the factor to the
+/// default theta (`Config::from_raw` supplies it).
+/// - Gemma 4: per layer type, `rope_type: "proportional"` with its `partial_rotary_factor` (returned beside each
+///   Rope; None for the other types).
+fn parse_rope(c: &Value, path: &Path) -> Result<((Option<Rope>, Option<f64>), (Option<Rope>, Option<f64>), Option<f32>)> {
+    let one = |p: &Value, field: &str, default_theta: Option<f64>| -> Result<(Option<Rope>, Option<f64>)> {
         let theta = p
             .get("rope_theta")
             .and_then(Value::as_f64)
             .or(default_theta);
-        let Some(theta) = theta else { return Ok(None) };
+        let Some(theta) = theta else { return Ok((None, None)) };
         let kind = p
             .get("rope_type")
             .or_else(|| p.get("type"))
             .and_then(Value::as_str)
             .unwrap_or("default");
+        let mut proportional = None;
         let factor = match kind {
             "default" => 1.0,
             "linear" => p
                 .get("factor")
                 .and_then(Value::as_f64)
                 .ok_or_else(|| Error::config(path, field, "linear RoPE scaling needs `factor`"))?,
+            // transformers' `_compute_proportional_rope_parameters`: `factor` (default 1) divides every frequency.
+            "proportional" => {
+                proportional = Some(p.get("partial_rotary_factor").and_then(Value::as_f64).unwrap_or(1.0));
+                p.get("factor").and_then(Value::as_f64).unwrap_or(1.0)
+            }
             other => {
                 return Err(Error::config(
                     path,
                     field,
-                    format!("RoPE type `{other}` is not supported (Gemma uses default or linear)"),
+                    format!("RoPE type `{other}` is not supported (Gemma uses default, linear or proportional)"),
                 ))
             }
         };
-        Ok(Some(Rope {
-            base: theta as f32,
-            linear_factor: factor as f32,
-        }))
+        Ok((Some(Rope { base: theta as f32, linear_factor: factor as f32 }), proportional))
     };
     if let Some(p) = c.get("rope_parameters").filter(|p| p.is_object()) {
         if p.get("full_attention").is_some() || p.get("sliding_attention").is_some() {
             let g = match p.get("full_attention") {
                 Some(x) => one(x, "rope_parameters.full_attention", None)?,
-                None => None,
+                None => (None, None),
             };
             let l = match p.get("sliding_attention") {
                 Some(x) => one(x, "rope_parameters.sliding_attention", None)?,
-                None => None,
+                None => (None, None),
             };
             return Ok((g, l, None));
         }
         let theta = p.get("rope_theta").or_else(|| c.get("rope_theta")).and_then(Value::as_f64);
         // Parsed with a stand-in theta when there is none, to keep the factor (the theta is then the default).
-        let r = one(p, "rope_parameters", Some(theta.unwrap_or(0.0)))?.expect("a theta was given");
+        let (r, prop) = one(p, "rope_parameters", Some(theta.unwrap_or(0.0)))?;
+        let r = r.expect("a theta was given");
         return Ok(match theta {
-            Some(_) => (Some(r), None, None),
-            None => (None, None, Some(r.linear_factor)),
+            Some(_) => ((Some(r), prop), (None, None), None),
+            None => ((None, prop), (None, None), Some(r.linear_factor)),
         });
     }
     let theta = c.get("rope_theta").and_then(Value::as_f64);
@@ -337,17 +388,21 @@ fn parse_rope(c: &Value, path: &Path) -> Result<(Option<Rope>, Option<Rope>, Opt
                 obj.insert("rope_theta".into(), t.into());
             }
             // Without a theta, only the factor is kept: the family default theta applies (from_raw).
-            let r = one(&s, "rope_scaling", Some(theta.unwrap_or(0.0)))?.expect("a theta was given");
+            let (r, prop) = one(&s, "rope_scaling", Some(theta.unwrap_or(0.0)))?;
+            let r = r.expect("a theta was given");
             match theta {
-                Some(_) => (Some(r), None),
-                None => (None, Some(r.linear_factor)),
+                Some(_) => ((Some(r), prop), None),
+                None => ((None, prop), Some(r.linear_factor)),
             }
         }
         None => (
-            theta.map(|t| Rope {
-                base: t as f32,
-                linear_factor: 1.0,
-            }),
+            (
+                theta.map(|t| Rope {
+                    base: t as f32,
+                    linear_factor: 1.0,
+                }),
+                None,
+            ),
             None,
         ),
     };
@@ -358,5 +413,5 @@ fn parse_rope(c: &Value, path: &Path) -> Result<(Option<Rope>, Option<Rope>, Opt
             base: b as f32,
             linear_factor: 1.0,
         });
-    Ok((global, local, global_factor))
+    Ok((global, (local, None), global_factor))
 }

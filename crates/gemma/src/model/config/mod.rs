@@ -27,6 +27,8 @@ pub enum Family {
     Gemma3,
     /// Griffin: RG-LRU recurrent blocks beside local attention (transformers' `recurrent_gemma`).
     RecurrentGemma,
+    /// Gemma 4's text model (transformers' `gemma4_text`, or the `text_config` of a multimodal `gemma4`).
+    Gemma4,
 }
 
 impl Family {
@@ -36,6 +38,7 @@ impl Family {
             "gemma2" => Some(Family::Gemma2),
             "gemma3" | "gemma3_text" => Some(Family::Gemma3),
             "recurrent_gemma" => Some(Family::RecurrentGemma),
+            "gemma4" | "gemma4_text" => Some(Family::Gemma4),
             _ => None,
         }
     }
@@ -46,6 +49,7 @@ impl Family {
             Family::Gemma2 => "Gemma2",
             Family::Gemma3 => "Gemma3",
             Family::RecurrentGemma => "RecurrentGemma",
+            Family::Gemma4 => "Gemma4",
         }
     }
 }
@@ -68,14 +72,58 @@ pub struct Rope {
     pub linear_factor: f32,
 }
 
-/// An attention mixer: multi-head attention over the layer's KV cache.
+/// An attention mixer: multi-head attention over the layer's KV cache (or, KV-shared, another layer's).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct AttentionSpec {
     pub scope: AttentionScope,
     pub rope: Rope,
     /// Leading dimensions of each query/key head that RoPE rotates (`partial_rotary_factor · head_dim`; all
-    /// of `head_dim` except in RecurrentGemma, which rotates half and passes the rest through).
+    /// of `head_dim` except in RecurrentGemma, which rotates half and passes the rest through). Dimension i
+    /// pairs with i + rotary_dims / 2 and turns at `inv_freq[i] = 1 / base^(2i / rotary_dims)`.
     pub rotary_dims: usize,
+    /// How many of the `rotary_dims / 2` frequencies turn; the others are 0 (cos 1, sin 0: the pair passes
+    /// through). All of them, except with Gemma 4's "proportional" RoPE, where the frequencies are those of the
+    /// whole head but only the first `int(partial_rotary_factor · head_dim // 2)` rotate (transformers'
+    /// `_compute_proportional_rope_parameters` pads `inv_freq` with zeros).
+    pub rope_pairs: usize,
+    /// Values per query/key/value head in this layer (Gemma 4's global layers have their own,
+    /// `global_head_dim`; otherwise `Config::head_dim`).
+    pub head_dim: usize,
+    /// Key/value heads in this layer (Gemma 4's global layers may have their own, `num_global_key_value_heads`).
+    pub n_kv_heads: usize,
+    /// KV sharing (Gemma 4's last `num_kv_shared_layers` layers): this layer computes no keys or values and
+    /// attends over those of the given earlier layer (the last non-shared layer of its type), storing nothing.
+    pub kv_source: Option<usize>,
+    /// No v_proj: the values are the keys as projected, before the key norm and RoPE (Gemma 4's
+    /// `attention_k_eq_v`, global layers only).
+    pub k_eq_v: bool,
+}
+
+impl AttentionSpec {
+    pub fn kv_dim(&self) -> usize {
+        self.n_kv_heads * self.head_dim
+    }
+}
+
+/// Gemma 4's per-layer embeddings (PLE, transformers' `hidden_size_per_layer_input`): a second table gives each
+/// token `dim` values per layer, mixed with a projection of the main embedding; each layer gates its slice into
+/// the residual stream after the MLP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PerLayerInput {
+    /// Values per layer (`hidden_size_per_layer_input`).
+    pub dim: usize,
+    /// Rows of the per-layer table (`vocab_size_per_layer_input`).
+    pub vocab_size: usize,
+}
+
+/// Gemma 4's mixture of experts beside the dense MLP (`enable_moe_block`): a router picks `top_k` of
+/// `n_experts` GeGLU experts per token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MoeSpec {
+    pub n_experts: usize,
+    pub top_k: usize,
+    /// Width of each expert's hidden layer (`moe_intermediate_size`).
+    pub ffn_dim: usize,
 }
 
 /// Griffin's recurrent mixer (transformers' `RecurrentGemmaRecurrentBlock`): two branches of width
@@ -101,6 +149,9 @@ pub enum Mixer {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LayerSpec {
     pub mixer: Mixer,
+    /// Width of this layer's MLP: `Config::ffn_dim`, doubled in Gemma 4's KV-shared layers with
+    /// `use_double_wide_mlp`.
+    pub ffn_dim: usize,
 }
 
 impl LayerSpec {
@@ -145,7 +196,8 @@ pub struct Config {
     /// Longest sequence the model was trained for (`max_position_embeddings`).
     pub context_len: usize,
     pub norm_eps: f32,
-    /// Multiplies q·k: `query_pre_attn_scalar^-1/2` (Gemma 2/3) or `head_dim^-1/2` (Gemma 1).
+    /// Multiplies q·k: `query_pre_attn_scalar^-1/2` (Gemma 2/3), `head_dim^-1/2` (Gemma 1), 1 (Gemma 4, whose
+    /// q and k norms set the scale).
     pub query_scale: f32,
     /// Attention scores are soft-capped `c·tanh(s/c)` before the mask (Gemma 2).
     pub attn_softcap: Option<f32>,
@@ -155,8 +207,18 @@ pub struct Config {
     /// (RecurrentGemma: transformers keeps it in a bf16 buffer, `normalizer`, as Google's code does, so the 2B
     /// multiplies by 50.5, not 50.596). Otherwise it is rounded to the embedding's stored type (Gemma 1-3).
     pub embed_scale_bf16: bool,
-    /// RMSNorm on each query and key head before RoPE (Gemma 3).
+    /// RMSNorm on each query and key head before RoPE (Gemma 3, 4).
     pub qk_norm: bool,
+    /// RMSNorm without a weight on each value head (Gemma 4's `v_norm`).
+    pub v_norm: bool,
+    /// Norm weights are used as `1 + w` (Gemma 1-3, RecurrentGemma); Gemma 4 multiplies by `w` itself.
+    pub norm_plus_one: bool,
+    /// Each layer ends by multiplying the residual stream by a stored scalar (Gemma 4's `layer_scalar`).
+    pub layer_scalar: bool,
+    /// Gemma 4's per-layer embeddings (E2B, E4B).
+    pub per_layer_input: Option<PerLayerInput>,
+    /// Gemma 4's mixture of experts beside every layer's MLP (26B-A4B).
+    pub moe: Option<MoeSpec>,
     /// Norms after attention and after the MLP too, not only before ("sandwich", Gemma 2/3).
     pub sandwich_norms: bool,
     /// One entry per layer: its mixer (attention with window and RoPE, or recurrent).
@@ -203,6 +265,18 @@ impl Config {
                 AttentionScope::Local { window } => Some(m.max(window)),
                 AttentionScope::Global => None,
             })
+    }
+    /// The widest query row of any layer, `n_heads · head_dim` (buffers are sized by it).
+    pub fn max_q_dim(&self) -> usize {
+        self.attention_layers().map(|a| self.n_heads * a.head_dim).max().unwrap_or(self.q_dim())
+    }
+    /// The widest key/value row of any layer.
+    pub fn max_kv_dim(&self) -> usize {
+        self.attention_layers().map(AttentionSpec::kv_dim).max().unwrap_or(self.kv_dim())
+    }
+    /// The widest MLP of any layer.
+    pub fn max_ffn_dim(&self) -> usize {
+        self.layers.iter().map(|l| l.ffn_dim).max().unwrap_or(self.ffn_dim)
     }
     /// The attention layers' specs, in layer order.
     pub fn attention_layers(&self) -> impl Iterator<Item = &AttentionSpec> {
@@ -267,6 +341,26 @@ pub struct RawConfig {
     /// The global layers' linear RoPE factor when the file gives one but no theta (the Hub's Gemma 3 4B-27B
     /// configs: `rope_scaling` without `rope_theta`); it applies to the family's default theta.
     pub rope_global_factor: Option<f32>,
+    /// Gemma 4's "proportional" RoPE (`rope_type: proportional`) of global / local layers: its
+    /// `partial_rotary_factor`.
+    pub rope_global_proportional: Option<f64>,
+    pub rope_local_proportional: Option<f64>,
+    /// Gemma 4, the Hub's spelling: head size and KV heads of global layers (`global_head_dim`,
+    /// `num_global_key_value_heads`).
+    pub global_head_dim: Option<usize>,
+    pub num_global_key_value_heads: Option<usize>,
+    /// Gemma 4, transformers 5.24's spelling (`per_layer_config`): per layer index, its own head_dim and KV heads.
+    /// When given, it replaces the two keys above, as in transformers.
+    pub per_layer_heads: Option<Vec<(usize, Option<usize>, Option<usize>)>>,
+    pub attention_k_eq_v: Option<bool>,
+    pub num_kv_shared_layers: Option<usize>,
+    pub use_double_wide_mlp: Option<bool>,
+    pub hidden_size_per_layer_input: Option<usize>,
+    pub vocab_size_per_layer_input: Option<usize>,
+    pub enable_moe_block: Option<bool>,
+    pub num_experts: Option<usize>,
+    pub top_k_experts: Option<usize>,
+    pub moe_intermediate_size: Option<usize>,
     pub tie_word_embeddings: Option<bool>,
     pub bos_token_id: Option<u32>,
     pub eos_token_ids: Option<Vec<u32>>,
@@ -289,6 +383,8 @@ struct Defaults {
     rope_local_base_freq: Option<f32>,
     query_pre_attn_scalar: Option<f64>,
     partial_rotary_factor: Option<f64>,
+    /// Gemma 4: global layers' RoPE is "proportional" with this partial_rotary_factor when the file says nothing.
+    rope_global_proportional: Option<f64>,
     sliding_window: Option<usize>,
     attn_logit_softcapping: Option<f64>,
     final_logit_softcapping: Option<f64>,
@@ -309,6 +405,7 @@ fn defaults(f: Family) -> Defaults {
             rope_local_base_freq: None,
             query_pre_attn_scalar: None,
             partial_rotary_factor: None,
+            rope_global_proportional: None,
             sliding_window: None,
             attn_logit_softcapping: None,
             final_logit_softcapping: None,
@@ -326,6 +423,7 @@ fn defaults(f: Family) -> Defaults {
             rope_local_base_freq: None,
             query_pre_attn_scalar: Some(256.0),
             partial_rotary_factor: None,
+            rope_global_proportional: None,
             sliding_window: Some(4096),
             attn_logit_softcapping: Some(50.0),
             final_logit_softcapping: Some(30.0),
@@ -343,6 +441,7 @@ fn defaults(f: Family) -> Defaults {
             rope_local_base_freq: Some(10000.0),
             query_pre_attn_scalar: Some(256.0),
             partial_rotary_factor: None,
+            rope_global_proportional: None,
             sliding_window: Some(4096),
             attn_logit_softcapping: None,
             final_logit_softcapping: None,
@@ -366,9 +465,30 @@ fn defaults(f: Family) -> Defaults {
             rope_local_base_freq: None,
             query_pre_attn_scalar: None,
             partial_rotary_factor: Some(0.5),
+            rope_global_proportional: None,
             sliding_window: Some(2048),
             attn_logit_softcapping: None,
             final_logit_softcapping: Some(30.0),
+        },
+        // transformers 5.24's `Gemma4TextConfig`: sliding layers RoPE "default" theta 1e4, full layers
+        // "proportional" theta 1e6 with partial_rotary_factor 0.25, window 512, no soft-caps unless given.
+        Family::Gemma4 => Defaults {
+            vocab_size: 262_144,
+            hidden_size: 2304,
+            intermediate_size: 9216,
+            num_hidden_layers: 30,
+            num_attention_heads: 8,
+            num_key_value_heads: 4,
+            head_dim: 256,
+            max_position_embeddings: 131_072,
+            rope_theta: 1_000_000.0,
+            rope_local_base_freq: Some(10000.0),
+            query_pre_attn_scalar: None,
+            partial_rotary_factor: None,
+            rope_global_proportional: Some(0.25),
+            sliding_window: Some(512),
+            attn_logit_softcapping: None,
+            final_logit_softcapping: None,
         },
     }
 }
@@ -497,11 +617,36 @@ impl Config {
                 ));
             }
         }
-        let rotary_dims = match raw.partial_rotary_factor.or(d.partial_rotary_factor) {
-            None => head_dim,
-            Some(f) if f > 0.0 && f <= 1.0 && (f * head_dim as f64).round() as usize % 2 == 0 => (f * head_dim as f64).round() as usize,
-            Some(f) => return Err(err("partial_rotary_factor", format!("{f} must be in (0, 1] and rotate an even number of the {head_dim} head dimensions"))),
+        let partial = raw.partial_rotary_factor.or(d.partial_rotary_factor);
+        // (rotary_dims, rope_pairs) of a layer with heads of `hd` and, for Gemma 4's proportional RoPE, its factor.
+        let rotary = |hd: usize, proportional: Option<f64>| -> Result<(usize, usize)> {
+            match (proportional, partial) {
+                // transformers: `rope_angles = int(partial_rotary_factor * head_dim // 2)` of head_dim / 2.
+                (Some(f), _) if (0.0..=1.0).contains(&f) => Ok((hd, (f * hd as f64 / 2.0).floor() as usize)),
+                (Some(f), _) => Err(err("rope_parameters.partial_rotary_factor", format!("{f} must be in [0, 1]"))),
+                (None, None) => Ok((hd, hd / 2)),
+                (None, Some(f)) if f > 0.0 && f <= 1.0 && (f * hd as f64).round() as usize % 2 == 0 => {
+                    let r = (f * hd as f64).round() as usize;
+                    Ok((r, r / 2))
+                }
+                (None, Some(f)) => Err(err("partial_rotary_factor", format!("{f} must be in (0, 1] and rotate an even number of the {hd} head dimensions"))),
+            }
         };
+        let is4 = family == Family::Gemma4;
+        let mut layer_types = layer_types;
+        if is4 {
+            // transformers: "Last layer must use `full_attention`" (Gemma4TextConfig forces it, with a warning).
+            if let Some(last) = layer_types.last_mut() {
+                *last = LayerType::Full;
+            }
+        }
+        let (global_prop, local_prop) = match (raw.rope_global, raw.rope_local) {
+            (None, _) => (d.rope_global_proportional, raw.rope_local_proportional),
+            _ => (raw.rope_global_proportional, raw.rope_local_proportional),
+        };
+        let k_eq_v = raw.attention_k_eq_v.unwrap_or(false);
+        let heads = layer_heads(&raw, &layer_types, (head_dim, n_kv_heads), k_eq_v, n_heads, &err)?;
+        let kv_sources = kv_sources(&layer_types, raw.num_kv_shared_layers.unwrap_or(0), &heads, &err)?;
         let recurrent = match family {
             Family::RecurrentGemma => {
                 let spec = RecurrentSpec {
@@ -523,17 +668,33 @@ impl Config {
             }
             _ => None,
         };
+        let is_recurrent = family == Family::RecurrentGemma;
+        // transformers' RecurrentGemmaMlp is `intermediate_size // 2` wide.
+        let ffn_dim = if is_recurrent { intermediate / 2 } else { intermediate };
+        let double_wide = raw.use_double_wide_mlp.unwrap_or(false);
         let mut layers = Vec::with_capacity(n_layers);
         for (i, t) in layer_types.iter().enumerate() {
-            let attention = |scope, rope| LayerSpec {
-                mixer: Mixer::Attention(AttentionSpec {
-                    scope,
-                    rope,
-                    rotary_dims,
-                }),
+            let (hd, nkv) = heads[i];
+            let kv_source = kv_sources[i];
+            let layer_ffn = if double_wide && kv_source.is_some() { 2 * ffn_dim } else { ffn_dim };
+            let attention = |scope, rope, proportional| -> Result<LayerSpec> {
+                let (rotary_dims, rope_pairs) = rotary(hd, proportional)?;
+                Ok(LayerSpec {
+                    mixer: Mixer::Attention(AttentionSpec {
+                        scope,
+                        rope,
+                        rotary_dims,
+                        rope_pairs,
+                        head_dim: hd,
+                        n_kv_heads: nkv,
+                        kv_source,
+                        k_eq_v: k_eq_v && *t == LayerType::Full,
+                    }),
+                    ffn_dim: layer_ffn,
+                })
             };
             layers.push(match t {
-                LayerType::Full => attention(AttentionScope::Global, global_rope),
+                LayerType::Full => attention(AttentionScope::Global, global_rope, global_prop)?,
                 LayerType::Sliding => {
                     let w = window.ok_or_else(|| {
                         err(
@@ -544,11 +705,12 @@ impl Config {
                     if w == 0 {
                         return Err(err("sliding_window", "must be positive".into()));
                     }
-                    attention(AttentionScope::Local { window: w }, local_rope)
+                    attention(AttentionScope::Local { window: w }, local_rope, local_prop)?
                 }
                 LayerType::Recurrent => match recurrent {
                     Some(spec) => LayerSpec {
                         mixer: Mixer::Recurrent(spec),
+                        ffn_dim,
                     },
                     None => {
                         return Err(err(
@@ -568,7 +730,31 @@ impl Config {
             .as_ref()
             .map(|v| v.validate(&file, d_model))
             .transpose()?;
-        let is_recurrent = family == Family::RecurrentGemma;
+        let per_layer_input = match raw.hidden_size_per_layer_input {
+            _ if !is4 => None,
+            // transformers' default is 256; 0 (or null) turns the per-layer embeddings off (26B, 31B).
+            Some(0) => None,
+            dim => {
+                let vocab = raw.vocab_size_per_layer_input.unwrap_or(262_144);
+                positive(&err, &[("vocab_size_per_layer_input", vocab)])?;
+                Some(PerLayerInput { dim: dim.unwrap_or(256), vocab_size: vocab })
+            }
+        };
+        let moe = match raw.enable_moe_block {
+            Some(true) => {
+                let need = |k: &str, v: Option<usize>| v.filter(|&n| n > 0).ok_or_else(|| err(k, "must be a positive integer with enable_moe_block".into()));
+                let spec = MoeSpec {
+                    n_experts: need("num_experts", raw.num_experts)?,
+                    top_k: need("top_k_experts", raw.top_k_experts)?,
+                    ffn_dim: need("moe_intermediate_size", raw.moe_intermediate_size)?,
+                };
+                if spec.top_k > spec.n_experts {
+                    return Err(err("top_k_experts", format!("{} > num_experts = {}", spec.top_k, spec.n_experts)));
+                }
+                Some(spec)
+            }
+            _ => None,
+        };
         Ok(Config {
             family,
             vocab_size,
@@ -577,12 +763,7 @@ impl Config {
             n_heads,
             n_kv_heads,
             head_dim,
-            // transformers' RecurrentGemmaMlp is `intermediate_size // 2` wide.
-            ffn_dim: if is_recurrent {
-                intermediate / 2
-            } else {
-                intermediate
-            },
+            ffn_dim,
             biases: Biases {
                 attn_out: is_recurrent,
                 mlp: is_recurrent,
@@ -592,12 +773,18 @@ impl Config {
                 .unwrap_or(d.max_position_embeddings),
             norm_eps: eps as f32,
             // transformers: `self.scaling = config.query_pre_attn_scalar**-0.5` (Gemma 2/3), `head_dim**-0.5` (Gemma).
-            query_scale: (query_pre_attn_scalar.powf(-0.5)) as f32,
+            // Gemma 4: `self.scaling = 1.0`.
+            query_scale: if is4 { 1.0 } else { (query_pre_attn_scalar.powf(-0.5)) as f32 },
             attn_softcap,
             final_softcap,
             embed_scale_bf16: is_recurrent,
-            qk_norm: family == Family::Gemma3,
-            sandwich_norms: matches!(family, Family::Gemma2 | Family::Gemma3),
+            qk_norm: matches!(family, Family::Gemma3 | Family::Gemma4),
+            v_norm: is4,
+            norm_plus_one: !is4,
+            layer_scalar: is4,
+            per_layer_input,
+            moe,
+            sandwich_norms: matches!(family, Family::Gemma2 | Family::Gemma3 | Family::Gemma4),
             layers,
             tie_embeddings: raw.tie_word_embeddings.unwrap_or(true),
             bos_id: raw.bos_token_id.unwrap_or(2),
@@ -645,7 +832,7 @@ fn layer_types(
         }
         (None, Family::Gemma) => (vec![Full], "model_type"),
         (None, Family::Gemma2) => (vec![Sliding, Full], "model_type"),
-        (None, Family::Gemma3) => {
+        (None, Family::Gemma3 | Family::Gemma4) => {
             let p = raw.sliding_window_pattern.unwrap_or(6).max(1);
             let mut v = vec![Sliding; p - 1];
             v.push(Full);
@@ -657,4 +844,78 @@ fn layer_types(
         return Err(err(field, "is empty".into()));
     }
     Ok((0..n_layers).map(|i| pattern[i % pattern.len()]).collect())
+}
+
+/// Head size and KV heads of every layer, as transformers 5.24's `Gemma4TextConfig` derives them: the
+/// `per_layer_config` overrides when the file has them; otherwise (the Hub's spelling) global layers get
+/// `global_head_dim` (default 512) and, only with `attention_k_eq_v`, `num_global_key_value_heads`. Other
+/// families: the model-wide values.
+fn layer_heads(
+    raw: &RawConfig,
+    types: &[LayerType],
+    base: (usize, usize),
+    k_eq_v: bool,
+    n_heads: usize,
+    err: &impl Fn(&str, String) -> Error,
+) -> Result<Vec<(usize, usize)>> {
+    let mut heads = vec![base; types.len()];
+    match &raw.per_layer_heads {
+        Some(list) => {
+            for &(i, hd, kv) in list {
+                let h = heads.get_mut(i).ok_or_else(|| err("per_layer_config", format!("layer {i} of {}", types.len())))?;
+                *h = (hd.unwrap_or(h.0), kv.unwrap_or(h.1));
+            }
+        }
+        None if raw.family == Some(Family::Gemma4) => {
+            let global = (
+                raw.global_head_dim.unwrap_or(512),
+                raw.num_global_key_value_heads.filter(|_| k_eq_v).unwrap_or(base.1),
+            );
+            for (h, t) in heads.iter_mut().zip(types) {
+                if *t == LayerType::Full {
+                    *h = global;
+                }
+            }
+        }
+        None => {}
+    }
+    for (i, &(hd, kv)) in heads.iter().enumerate() {
+        if hd == 0 || hd % 2 != 0 || kv == 0 || n_heads % kv != 0 {
+            return Err(err(
+                "per_layer_config",
+                format!("layer {i}: head_dim {hd} must be even and positive, num_key_value_heads {kv} must divide num_attention_heads = {n_heads}"),
+            ));
+        }
+    }
+    Ok(heads)
+}
+
+/// Gemma 4's KV sharing: the last `n_shared` layers read the keys and values of the last earlier non-shared
+/// layer of their own type (transformers' `kv_sharing_modes`: "reuse" reads what the "store" layer of that
+/// type left), so every shared layer's type must occur among the others, with the same head layout.
+fn kv_sources(
+    types: &[LayerType],
+    n_shared: usize,
+    heads: &[(usize, usize)],
+    err: &impl Fn(&str, String) -> Error,
+) -> Result<Vec<Option<usize>>> {
+    let n = types.len();
+    if n_shared == 0 {
+        return Ok(vec![None; n]);
+    }
+    if n_shared >= n {
+        return Err(err("num_kv_shared_layers", format!("{n_shared} of {n} layers leaves none to compute keys and values")));
+    }
+    let first = n - n_shared;
+    let mut src = vec![None; n];
+    for i in first..n {
+        let j = (0..first).rev().find(|&j| types[j] == types[i]).ok_or_else(|| {
+            err("num_kv_shared_layers", format!("shared layer {i} is {:?} but no earlier layer of that type computes keys and values", types[i]))
+        })?;
+        if heads[j] != heads[i] {
+            return Err(err("per_layer_config", format!("shared layer {i} has heads {:?}, its source layer {j} {:?}", heads[i], heads[j])));
+        }
+        src[i] = Some(j);
+    }
+    Ok(src)
 }
