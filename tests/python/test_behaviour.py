@@ -49,7 +49,7 @@ def test_bad_arguments_are_value_errors():
     model = gemma_rs.Model(TINY / "recurrent_gemma", threads=1, ctx=64)
     with pytest.raises(ValueError, match="temperature"):
         model.generate("Hi", temperature=-1)
-    with pytest.raises(ValueError, match="top_p"):
+    with pytest.raises(ValueError, match="top-p"):
         model.chat([{"role": "user", "content": "Hi"}], top_p=1.5)
     with pytest.raises(ValueError, match="threads"):
         gemma_rs.Model(TINY / "recurrent_gemma", threads=0)
