@@ -18,7 +18,7 @@ pyo3::create_exception!(
 pub fn to_py(e: Error) -> PyErr {
     let msg = e.to_string();
     match e {
-        Error::Io { path, error } if error.kind() == std::io::ErrorKind::NotFound => not_found(&path, msg),
+        Error::Io { path, error } if error.kind() == std::io::ErrorKind::NotFound => not_found(&path, error.to_string()),
         Error::Invalid(_)
         | Error::TokenOutOfVocab { .. }
         | Error::ContextFull { .. }
@@ -29,9 +29,10 @@ pub fn to_py(e: Error) -> PyErr {
     }
 }
 
-/// `FileNotFoundError` with `errno` ENOENT and `filename` set, as `open()` raises it.
-pub fn not_found(path: &std::path::Path, msg: String) -> PyErr {
-    PyFileNotFoundError::new_err((2, msg, path.display().to_string()))
+/// `FileNotFoundError` with `errno` ENOENT, `strerror` what went wrong and `filename` the path, as `open()`
+/// raises it: `[Errno 2] {what}: '{path}'`.
+pub fn not_found(path: &std::path::Path, what: String) -> PyErr {
+    PyFileNotFoundError::new_err((2, what, path.display().to_string()))
 }
 
 pub fn value_error(msg: impl Into<String>) -> PyErr {

@@ -43,8 +43,7 @@ fn resolve(py: Python<'_>, path_or_name: Option<PathBuf>) -> PyResult<PathBuf> {
         let default_name = p.as_os_str() == DEFAULT_MODEL_NAME || p.as_os_str() == gemma::load::DEFAULT_MODEL_FILE;
         if p.exists() || !default_name {
             if !p.exists() {
-                let msg = format!("{}: no such file or folder (give a .gguf file or a checkpoint folder, or no path for the default model)", p.display());
-                return Err(not_found(p, msg));
+                return Err(not_found(p, "no such file or folder (give a .gguf file or a checkpoint folder, or no path for the default model)".into()));
             }
             return Ok(p.clone());
         }
@@ -131,7 +130,7 @@ impl PyModel {
         let path = resolve(py, path_or_name)?;
         if let Some(m) = &mmproj {
             if !m.exists() {
-                return Err(not_found(m, format!("{}: no such file (mmproj: llama.cpp's vision tower .gguf)", m.display())));
+                return Err(not_found(m, "no such file (mmproj: llama.cpp's vision tower .gguf)".into()));
             }
         }
         let (model, tokenizer) = py
