@@ -127,10 +127,7 @@ impl TextIterator {
 
     fn __next__(&self, py: Python<'_>) -> PyResult<Option<String>> {
         loop {
-            let got = py.detach(|| match self.rx.lock().unwrap().as_ref() {
-                Some(rx) => Some(rx.recv_timeout(SIGNAL_CHECK)),
-                None => None,
-            });
+            let got = py.detach(|| self.rx.lock().unwrap().as_ref().map(|rx| rx.recv_timeout(SIGNAL_CHECK)));
             match got {
                 None => return Ok(None),
                 Some(Ok(Event::Piece(p))) => return Ok(Some(p)),

@@ -17,7 +17,7 @@ use gemma::kernels::ThreadPool;
 use gemma::model::config::Projector;
 use gemma::model::summary::{report, tree};
 use gemma::model::{Chunk, EmbeddingRows, LogitsWanted, Scratch};
-use gemma::runtime::multimodal::{find_images, gemma3_prompt, model_pixels, paligemma_prompt};
+use gemma::runtime::multimodal::{find_images, gemma3_prompt, model_pixels, paligemma_prompt, ImagePrompt};
 use gemma::runtime::SamplerConfig;
 use gemma::tokenizer::{ControlTokens, EncodeOptions, Message};
 use numpy::ndarray::Array2;
@@ -77,15 +77,20 @@ fn sampler(
     Ok(c)
 }
 
+/// A prompt without images.
+fn text_prompt(ids: Vec<u32>) -> ImagePrompt {
+    ImagePrompt { ids, image_at: Vec::new(), bidirectional: Vec::new() }
+}
+
 impl PyModel {
     /// A job from laid-out ids, checked against the context, then run to the end or as a stream.
     #[allow(clippy::too_many_arguments)]
-    fn run(&self, py: Python<'_>, ids: Vec<u32>, images: Vec<gemma::runtime::Image>, image_at: Vec<usize>, bidirectional: Vec<std::ops::Range<usize>>, sampler: SamplerConfig, max_tokens: usize, stop: Option<Vec<String>>, stream: bool) -> PyResult<Py<PyAny>> {
+    fn run(&self, py: Python<'_>, p: ImagePrompt, images: Vec<gemma::runtime::Image>, sampler: SamplerConfig, max_tokens: usize, stop: Option<Vec<String>>, stream: bool) -> PyResult<Py<PyAny>> {
         let ctx = self.engine.ctx;
-        if ids.len() >= ctx {
-            return Err(value_error(format!("the prompt is {} tokens, the context {ctx}: shorten it, or load the model with a larger ctx", ids.len())));
+        if p.ids.len() >= ctx {
+            return Err(value_error(format!("the prompt is {} tokens, the context {ctx}: shorten it, or load the model with a larger ctx", p.ids.len())));
         }
-        let job = Job { ids, images, image_at, bidirectional, sampler, max_tokens, stop: stop.unwrap_or_default() };
+        let job = Job { ids: p.ids, images, image_at: p.image_at, bidirectional: p.bidirectional, sampler, max_tokens, stop: stop.unwrap_or_default() };
         if stream {
             Ok(Py::new(py, start_stream(self.engine.clone(), job))?.into_any())
         } else {
@@ -98,7 +103,7 @@ impl PyModel {
     }
 
     /// The ids of a rendered conversation with its images expanded (Gemma 3), or of one without images.
-    fn chat_ids(&self, messages: &[Message], n_images: usize) -> PyResult<(Vec<u32>, Vec<usize>, Vec<std::ops::Range<usize>>)> {
+    fn chat_ids(&self, messages: &[Message], n_images: usize) -> PyResult<ImagePrompt> {
         let tok = &self.engine.tokenizer;
         let template = tok.chat_template();
         // A template that refuses the conversation (roles that do not alternate, ...) is the caller's to fix.
@@ -107,14 +112,14 @@ impl PyModel {
             e => to_py(e),
         };
         if n_images == 0 {
-            return Ok((tok.encode_chat(&template, messages).map_err(bad)?, Vec::new(), Vec::new()));
+            return Ok(text_prompt(tok.encode_chat(&template, messages).map_err(bad)?));
         }
         let v = self.vision().ok_or_else(|| value_error("this model has no image encoder"))?;
         let p = gemma3_prompt(tok, v, &template.render(messages, true).map_err(bad)?).map_err(to_py)?;
         if p.image_at.len() != n_images {
             return Err(value_error(format!("the conversation holds {} image blocks for {n_images} image(s)", p.image_at.len())));
         }
-        Ok((p.ids, p.image_at, p.bidirectional))
+        Ok(p)
     }
 }
 
@@ -207,7 +212,7 @@ impl PyModel {
                         if n > ids.len() {
                             return Err(value_error(format!("prefix_len {n} is longer than the {} ids", ids.len())));
                         }
-                        vec![0..n]
+                        std::iter::once(0..n).collect()
                     }
                     Projector::Gemma3 if prefix_len.is_some() => return Err(value_error("prefix_len is PaliGemma's; in Gemma 3 only each image's block attends both ways")),
                     Projector::Gemma3 => at.iter().map(|&i| i..i + v.tokens_per_image).collect(),
@@ -262,7 +267,7 @@ impl PyModel {
         let tok = &self.engine.tokenizer;
         if images.is_empty() {
             let ids = tok.encode(prompt, EncodeOptions { add_bos: true, parse_special: true });
-            return self.run(py, ids, images, Vec::new(), Vec::new(), s, max_tokens, stop, stream);
+            return self.run(py, text_prompt(ids), images, s, max_tokens, stop, stream);
         }
         // As `gemma run --image`: PaliGemma's task layout, or a Gemma 3 user turn with the images first.
         let Some(v) = self.vision() else {
@@ -276,7 +281,7 @@ impl PyModel {
                 gemma3_prompt(tok, v, &rendered).map_err(to_py)?
             }
         };
-        self.run(py, p.ids, images, p.image_at, p.bidirectional, s, max_tokens, stop, stream)
+        self.run(py, p, images, s, max_tokens, stop, stream)
     }
 
     #[pyo3(signature = (messages, *, max_tokens=1024, temperature=0.8, top_k=40, top_p=0.95, min_p=0.05, repeat_penalty=1.0, repeat_last_n=64, presence_penalty=0.0, frequency_penalty=0.0, seed=0x5eed, stop=None, stream=false))]
@@ -304,8 +309,8 @@ impl PyModel {
         if messages.is_empty() {
             return Err(value_error("messages is empty"));
         }
-        let (ids, at, spans) = self.chat_ids(&messages, images.len())?;
-        self.run(py, ids, images, at, spans, s, max_tokens, stop, stream)
+        let p = self.chat_ids(&messages, images.len())?;
+        self.run(py, p, images, s, max_tokens, stop, stream)
     }
 
     /// The parameter table under the module tree: what `gemma inspect` prints after it.
