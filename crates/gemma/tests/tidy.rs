@@ -95,7 +95,7 @@ fn the_checker_sees_grouped_and_plain_paths() {
 fn every_source_file_has_a_header() {
     let crates = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let mut files = Vec::new();
-    for c in ["gemma", "gemma-cli", "gemma-server"] {
+    for c in ["gemma", "gemma-cli", "gemma-server", "gemma-py"] {
         for sub in ["src", "tests"] {
             let d = crates.join(c).join(sub);
             if d.exists() {

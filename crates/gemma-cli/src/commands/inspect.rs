@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use gemma::model::summary::{bytes_human, explain, human, kv_cache_bytes, thousands, tree};
+use gemma::model::summary::{explain, report, tree};
 use gemma::model::Config;
 
 #[derive(clap::Args)]
@@ -30,28 +30,9 @@ pub fn run(a: Args) -> Result<()> {
         (None, Some(m)) => gemma::load_config(m).with_context(|| format!("reading the config of {}", m.display()))?,
         (None, None) => bail!("give --preset NAME or --model PATH (see --help)"),
     };
-    let tree = tree(&c);
-    println!("{}", tree.repr());
+    println!("{}", tree(&c).repr());
     println!();
-    let total = tree.params();
-    println!("Total parameters: {} ({})", thousands(total), human(total));
-    println!();
-    let rows = tree.table(a.depth);
-    let w = rows.iter().map(|r| r.0.len()).max().unwrap_or(10).max(6);
-    let wc = rows.iter().map(|r| r.1.len()).max().unwrap_or(10).max(6);
-    println!("{:<w$}  {:<wc$}  {:>16}", "module", "class", "parameters");
-    for (path, class, n) in rows {
-        println!("{path:<w$}  {class:<wc$}  {:>16}", thousands(n));
-    }
-    let (tok, full, win) = kv_cache_bytes(&c, c.context_len, 2);
-    println!();
-    println!(
-        "KV cache (bf16): {} per token; at the full context of {} tokens {} without sliding windows, {} with them.",
-        bytes_human(tok as f64),
-        c.context_len,
-        bytes_human(full as f64),
-        bytes_human(win as f64)
-    );
+    print!("{}", report(&c, a.depth));
     if a.explain {
         println!();
         print!("{}", explain(&c));

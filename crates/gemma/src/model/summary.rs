@@ -455,6 +455,32 @@ pub fn kv_cache_bytes(c: &Config, ctx: usize, elem: usize) -> (u64, u64, u64) {
     (per_token, per_token * ctx as u64, windowed)
 }
 
+/// What `gemma inspect` prints under the module tree (Python's `Model.summary()`): the total parameter
+/// count, a table of the modules `depth` levels down (path, class, parameters), and the KV cache in bf16 per
+/// token and at the full context, with and without the sliding windows. Ends with a newline.
+pub fn report(c: &Config, depth: usize) -> String {
+    let tree = tree(c);
+    let total = tree.params();
+    let mut s = format!("Total parameters: {} ({})\n\n", thousands(total), human(total));
+    let rows = tree.table(depth);
+    let w = rows.iter().map(|r| r.0.len()).max().unwrap_or(10).max(6);
+    let wc = rows.iter().map(|r| r.1.len()).max().unwrap_or(10).max(6);
+    let _ = writeln!(s, "{:<w$}  {:<wc$}  {:>16}", "module", "class", "parameters");
+    for (path, class, n) in rows {
+        let _ = writeln!(s, "{path:<w$}  {class:<wc$}  {:>16}", thousands(n));
+    }
+    let (tok, full, win) = kv_cache_bytes(c, c.context_len, 2);
+    let _ = writeln!(
+        s,
+        "\nKV cache (bf16): {} per token; at the full context of {} tokens {} without sliding windows, {} with them.",
+        bytes_human(tok as f64),
+        c.context_len,
+        bytes_human(full as f64),
+        bytes_human(win as f64)
+    );
+    s
+}
+
 /// A model with recurrent layers: what one sequence's state costs in gemma-rs, next to Gemma 2B's KV cache at
 /// the same length (the attention model of the same size class).
 fn recurrent_state_line(c: &Config) -> String {
