@@ -17,7 +17,7 @@
 use std::time::{Duration, Instant};
 
 use crate::formats::{Tensor, TensorStore};
-use crate::kernels::attention::{attend_full, Heads};
+use crate::kernels::attention::{attend, Heads, KvView, Mask};
 use crate::kernels::ops::{gelu_tanh, layer_norm, rms_norm};
 use crate::kernels::{matmul, matmul_many, ActCache, Matrix, ThreadPool};
 use crate::{Error, Result};
@@ -363,6 +363,7 @@ fn encoder_layer(
     attention: &mut Duration,
 ) {
     let d = l.ln1.w.len();
+    let n = h.len() / d;
     for (x, y) in h.chunks_exact(d).zip(s.norm.chunks_exact_mut(d)) {
         layer_norm(x, &l.ln1.w, &l.ln1.b, eps, y);
     }
@@ -370,8 +371,9 @@ fn encoder_layer(
     for (y, b) in [(&mut s.q, &l.qkvo_bias[0]), (&mut s.k, &l.qkvo_bias[1]), (&mut s.v, &l.qkvo_bias[2])] {
         add_bias(y, b);
     }
+    let kv = KvView { k: &s.k, v: &s.v, ring: 0, len: n };
     let t = Instant::now();
-    attend_full(pool, heads, &s.q, &s.k, &s.v, &mut s.att);
+    attend(pool, heads, &s.q, 0, &kv, &Mask::none(), &mut s.att);
     *attention += t.elapsed();
     matmul(pool, &l.o, &s.att, &mut s.out, acts);
     add_bias(&mut s.out, &l.qkvo_bias[3]);
