@@ -128,6 +128,29 @@ fn inspect_gemma3_presets_print_the_multimodal_model() {
     assert!(out.starts_with("Gemma3ForCausalLM(\n") && out.contains("Total parameters: 999,885,952"), "{out}");
 }
 
+/// Gemma 4 presets print Gemma4ForCausalLM as transformers 5.24 does (tests/fixtures/presets/gemma-4-*.txt,
+/// per-layer widths) with its exact counts, and `--explain` gives E2B's KV cache per token with and without
+/// the sharing of its last 20 layers: 15 caching layers (12 sliding x 2 x 256, 3 global x 2 x 512 numbers) =
+/// 18 KiB in bf16, against 35 layers (28 x 2 x 256 + 7 x 2 x 512) = 42 KiB.
+#[test]
+fn inspect_gemma4_presets() {
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/presets");
+    for (name, total) in [("gemma4-e2b", "4,628,569,344"), ("gemma4-e4b", "7,463,013,376"), ("gemma4-26b-a4b", "25,233,141,760"), ("gemma4-31b", "30,697,345,280")] {
+        let o = gemma(&["inspect", "--preset", name, "--explain"]);
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let want = std::fs::read_to_string(fixtures.join(format!("{}.txt", name.replace("gemma4", "gemma-4")))).unwrap();
+        assert!(out.starts_with(&want), "{name}:\n{out}");
+        assert!(out.contains(&format!("Total parameters: {total}")), "{out}");
+    }
+    let o = gemma(&["inspect", "--preset", "gemma4-e2b", "--explain"]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("num_kv_shared_layers = 20: the last 20 of 35 layers compute no keys or values"), "{out}");
+    assert!(out.contains("KV cache per token (bf16, every layer's own key/value width): 18.0 KiB with sharing, 42.0 KiB without (57% saved)"), "{out}");
+    let o = gemma(&["inspect", "--preset", "gemma4-31b", "--explain"]);
+    assert!(!String::from_utf8_lossy(&o.stdout).contains("num_kv_shared_layers"));
+}
+
 /// The RecurrentGemma folder (safetensors + tokenizer.json) through the text commands: its tokenizer gives the
 /// ids `tokenizers` gave, and run, bench and perplexity complete.
 #[test]

@@ -96,6 +96,46 @@ fn gemma3_sizes() {
     }
 }
 
+/// Gemma 4 presets (legacy Hub spelling) as the engine reads them: layer counts, which layers are global,
+/// which share their KV (and from where), K = V, double-wide MLP, PLE and MoE.
+#[test]
+fn gemma4_sizes() {
+    for (name, layers, window, pattern, shared, k_eq_v, global_kv) in [
+        ("gemma4-e2b", 35, 512, 5, 20, false, 1),
+        ("gemma4-e4b", 42, 512, 6, 18, false, 2),
+        ("gemma4-26b-a4b", 30, 1024, 6, 0, true, 2),
+        ("gemma4-31b", 60, 1024, 6, 0, true, 4),
+    ] {
+        let c = cfg(name);
+        assert_eq!(c.family, Family::Gemma4, "{name}");
+        assert_eq!(c.n_layers, layers);
+        let want: Vec<usize> = (0..layers).filter(|i| (i + 1) % pattern != 0).collect();
+        assert_eq!(local(&c), want, "{name}");
+        assert_eq!(windows(&c), vec![window], "{name}");
+        let first_shared = layers - shared;
+        for (i, l) in c.layers.iter().enumerate() {
+            let a = l.attention().unwrap();
+            let global = a.scope == AttentionScope::Global;
+            assert_eq!(a.head_dim, if global { 512 } else { 256 }, "{name} {i}");
+            assert_eq!(a.k_eq_v, k_eq_v && global, "{name} {i}");
+            if global && k_eq_v {
+                assert_eq!(a.n_kv_heads, global_kv, "{name} {i}");
+            }
+            assert_eq!(a.kv_source.is_some(), i >= first_shared, "{name} {i}");
+            if let Some(src) = a.kv_source {
+                // The last non-shared layer of the same type.
+                let same = |j: usize| (c.layers[j].attention().unwrap().scope == AttentionScope::Global) == global;
+                assert_eq!(Some(src), (0..first_shared).rev().find(|&j| same(j)), "{name} {i}");
+            }
+            let double = name == "gemma4-e2b" && i >= first_shared;
+            assert_eq!(l.ffn_dim, c.ffn_dim * if double { 2 } else { 1 }, "{name} {i}");
+        }
+        assert_eq!(c.per_layer_input.map(|p| p.dim), if shared > 0 { Some(256) } else { None }, "{name}");
+        assert_eq!(c.moe.map(|m| (m.n_experts, m.top_k, m.ffn_dim)), if name == "gemma4-26b-a4b" { Some((128, 8, 704)) } else { None }, "{name}");
+        assert_eq!(c.final_softcap, Some(30.0), "{name}");
+    }
+}
+
 #[test]
 fn bad_configs_name_the_field() {
     let base = preset_config("gemma3-1b").unwrap()["text_config"].clone();

@@ -62,7 +62,8 @@ fn gemma_2b_is_mqa() {
 fn every_preset_prints_like_transformers_of_its_era() {
     let mut failures = Vec::new();
     for (name, key) in PRESETS {
-        let era = if key.starts_with("gemma-3") { "2025" } else { "2024" };
+        // Gemma 4 first shipped in the reference transformers (5.24): its trees are in the top folder.
+        let era = if key.starts_with("gemma-3") { "2025" } else if key.starts_with("gemma-4") { "" } else { "2024" };
         // CodeGemma is Gemma 1 with other weights: the same tree.
         let path = fixtures().join(era).join(format!("{}.txt", key.replace("codegemma", "gemma")));
         let want = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
@@ -160,4 +161,26 @@ fn explain_states_what_an_image_costs() {
     assert!(explained("paligemma2-28b").contains("image tokens = 256: every patch, projected to d_model (1152 -> 4608, with bias)"));
     let e = explained("gemma3-4b");
     assert!(e.contains("image tokens = 256: the 4096 patch rows are average-pooled in 4 x 4 blocks"), "{e}");
+}
+
+/// Gemma 4 layers have their own widths: E2B's global layers (every fifth) use 512-wide heads, its last 20
+/// layers share the KV of earlier ones (no k_proj/v_proj) and have a double-wide MLP; 26B's and 31B's global
+/// layers have K = V (no v_proj) and their own KV head count; 26B adds the router and experts beside the MLP.
+#[test]
+fn gemma4_trees_use_per_layer_dims() {
+    let t = arch("gemma4-e2b");
+    let layers = &t.children[0].1.children.iter().find(|(n, _)| n == "layers").unwrap().1.children;
+    let attn = |i: usize| layers[i].1.children[0].1.repr();
+    assert!(attn(0).contains("(k_proj): Linear(in_features=1536, out_features=256, bias=False)"));
+    assert!(attn(4).contains("(q_proj): Linear(in_features=1536, out_features=4096, bias=False)"));
+    assert!(attn(4).contains("(k_proj): Linear(in_features=1536, out_features=512, bias=False)"));
+    assert!(!attn(15).contains("k_proj") && !attn(34).contains("v_proj"));
+    assert!(layers[15].1.repr().contains("(gate_proj): Linear(in_features=1536, out_features=12288, bias=False)"));
+    assert!(layers[14].1.repr().contains("(gate_proj): Linear(in_features=1536, out_features=6144, bias=False)"));
+    let r = arch("gemma4-31b").repr();
+    assert!(r.contains("(k_proj): Linear(in_features=5376, out_features=2048, bias=False)\n          (o_proj)"), "{r}");
+    let r = arch("gemma4-26b-a4b").repr();
+    assert!(r.contains("(proj): Linear(in_features=2816, out_features=128, bias=False)"), "{r}");
+    let e = explained("gemma4-e2b");
+    assert!(e.contains("18.0 KiB with sharing, 42.0 KiB without (57% saved)"), "{e}");
 }

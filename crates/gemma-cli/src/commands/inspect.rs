@@ -7,7 +7,7 @@ use gemma::model::summary::{explain, report, tree};
 use gemma::model::Config;
 
 #[derive(clap::Args)]
-#[command(after_help = "Examples:\n  gemma inspect --preset gemma-7b\n  gemma inspect --preset gemma3-1b --explain\n  gemma inspect --model ./my-checkpoint\n\nPresets: gemma-2b gemma-7b codegemma-2b codegemma-7b gemma2-2b gemma2-9b gemma2-27b\n         gemma3-270m gemma3-1b gemma3-4b gemma3-12b gemma3-27b recurrentgemma-2b\n         recurrentgemma-9b paligemma-3b paligemma-3b-448 paligemma-3b-896\n         paligemma2-3b paligemma2-3b-448 paligemma2-3b-896 paligemma2-10b paligemma2-28b\n         PaliGemma without -448/-896: 224 px. Hub names work too (paligemma2-10b-pt-224).")]
+#[command(after_help = "Examples:\n  gemma inspect --preset gemma-7b\n  gemma inspect --preset gemma3-1b --explain\n  gemma inspect --model ./my-checkpoint\n\nPresets: gemma-2b gemma-7b codegemma-2b codegemma-7b gemma2-2b gemma2-9b gemma2-27b\n         gemma3-270m gemma3-1b gemma3-4b gemma3-12b gemma3-27b recurrentgemma-2b\n         recurrentgemma-9b paligemma-3b paligemma-3b-448 paligemma-3b-896\n         paligemma2-3b paligemma2-3b-448 paligemma2-3b-896 paligemma2-10b paligemma2-28b\n         gemma4-e2b gemma4-e4b gemma4-26b-a4b gemma4-31b\n         PaliGemma without -448/-896: 224 px. Hub names work too (paligemma2-10b-pt-224).")]
 pub struct Args {
     /// An official configuration by name (see the list below).
     #[arg(long, conflicts_with = "model")]

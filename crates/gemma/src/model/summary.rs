@@ -172,6 +172,7 @@ pub fn tree(c: &Config) -> Node {
             vec![("vision_tower", siglip_tree(&v.encoder)), ("multi_modal_projector", gemma3_projector_tree(v)), ("language_model", decoder_tree(c))],
         ),
         (_, Family::RecurrentGemma) => recurrent_tree(c),
+        (_, Family::Gemma4) => gemma4_tree(c),
         _ => decoder_tree(c),
     }
 }
@@ -254,6 +255,83 @@ fn decoder_tree(c: &Config) -> Node {
     let mut lm_head = linear(d, c.vocab_size, false);
     lm_head.tied = c.tie_embeddings;
     Node::parent(&format!("{p}ForCausalLM"), vec![("model", Node::parent(&model_class, model)), ("lm_head", lm_head)])
+}
+
+/// Gemma 4's text model as transformers 5.24 prints `Gemma4ForCausalLM` (the release that introduced it).
+/// Every layer uses its own dimensions: global layers their `global_head_dim` and KV heads (q_norm/k_norm of
+/// that width), KV-shared layers no k_proj/v_proj/k_norm/v_norm, K = V layers no v_proj, double-wide MLPs in
+/// the shared layers. Norms print without extra_repr; v_norm and the router's norm have no weight, the
+/// router's `scale` (d_model) and `per_expert_scale` (experts) and the experts' fused `gate_up_proj`
+/// (experts x 2 moe_ffn x d_model) and `down_proj` (experts x d_model x moe_ffn) are bare parameters that
+/// print(model) does not list but the count includes; `layer_scalar` is a buffer (not counted).
+fn gemma4_tree(c: &Config) -> Node {
+    let d = c.d_model;
+    let norm = |n: usize| Node::leaf("Gemma4RMSNorm", String::new(), n as u64);
+    let gelu = || Node::leaf("GELUTanh", String::new(), 0);
+    let layers: Vec<Node> = c
+        .layers
+        .iter()
+        .map(|l| {
+            let a = l.attention().expect("Gemma 4 layers attend");
+            let q_dim = c.n_heads * a.head_dim;
+            let mut attn = vec![("q_proj", linear(d, q_dim, false)), ("q_norm", norm(a.head_dim))];
+            if a.kv_source.is_none() {
+                attn.push(("k_norm", norm(a.head_dim)));
+                attn.push(("v_norm", norm(0)));
+                attn.push(("k_proj", linear(d, a.kv_dim(), false)));
+                if !a.k_eq_v {
+                    attn.push(("v_proj", linear(d, a.kv_dim(), false)));
+                }
+            }
+            attn.push(("o_proj", linear(q_dim, d, false)));
+            let mlp = Node::parent(
+                "Gemma4TextMLP",
+                vec![("gate_proj", linear(d, l.ffn_dim, false)), ("up_proj", linear(d, l.ffn_dim, false)), ("down_proj", linear(l.ffn_dim, d, false)), ("act_fn", gelu())],
+            );
+            let mut children = vec![
+                ("self_attn", Node::parent("Gemma4TextAttention", attn)),
+                ("mlp", mlp),
+                ("input_layernorm", norm(d)),
+                ("post_attention_layernorm", norm(d)),
+                ("pre_feedforward_layernorm", norm(d)),
+                ("post_feedforward_layernorm", norm(d)),
+            ];
+            if let Some(m) = c.moe {
+                let mut router = Node::parent("Gemma4TextRouter", vec![("norm", norm(0)), ("proj", linear(d, m.n_experts, false))]);
+                router.own_params = (d + m.n_experts) as u64;
+                let mut experts = Node::parent("Gemma4TextExperts", vec![("act_fn", gelu())]);
+                experts.own_params = (m.n_experts * 3 * m.ffn_dim * d) as u64;
+                children.push(("router", router));
+                children.push(("experts", experts));
+                children.push(("post_feedforward_layernorm_1", norm(d)));
+                children.push(("post_feedforward_layernorm_2", norm(d)));
+                children.push(("pre_feedforward_layernorm_2", norm(d)));
+            }
+            if let Some(p) = c.per_layer_input {
+                children.push(("act_fn", gelu()));
+                children.push(("per_layer_input_gate", linear(d, p.dim, false)));
+                children.push(("per_layer_projection", linear(p.dim, d, false)));
+                children.push(("post_per_layer_input_norm", norm(d)));
+            }
+            Node::parent("Gemma4TextDecoderLayer", children)
+        })
+        .collect();
+    let embed = |rows: usize, cols: usize| Node::leaf("Gemma4TextScaledWordEmbedding", format!("{rows}, {cols}, padding_idx={}", c.pad_id), (rows * cols) as u64);
+    let mut model = vec![
+        ("embed_tokens", embed(c.vocab_size, d)),
+        ("layers", Node::list(layers)),
+        ("norm", norm(d)),
+        ("rotary_emb", Node::leaf("Gemma4TextRotaryEmbedding", String::new(), 0)),
+    ];
+    if let Some(p) = c.per_layer_input {
+        let w = c.n_layers * p.dim;
+        model.push(("embed_tokens_per_layer", embed(p.vocab_size, w)));
+        model.push(("per_layer_model_projection", linear(d, w, false)));
+        model.push(("per_layer_projection_norm", norm(p.dim)));
+    }
+    let mut lm_head = linear(d, c.vocab_size, false);
+    lm_head.tied = c.tie_embeddings;
+    Node::parent("Gemma4ForCausalLM", vec![("model", Node::parent("Gemma4TextModel", model)), ("lm_head", lm_head)])
 }
 
 fn recurrent_tree(c: &Config) -> Node {
@@ -535,6 +613,18 @@ pub fn explain(c: &Config) -> String {
         bytes_human(mha_tok as f64),
         if kind == "MHA" { String::new() } else { format!(": {:.0}x smaller", mha_tok as f64 / kv_tok as f64) }
     );
+    let shared = c.attention_layers().filter(|l| l.kv_source.is_some()).count();
+    if shared > 0 {
+        let unshared: u64 = c.attention_layers().map(|l| (2 * l.kv_dim() * 2) as u64).sum();
+        let _ = writeln!(
+            s,
+            "num_kv_shared_layers = {shared}: the last {shared} of {} layers compute no keys or values and attend over those of the last earlier layer of the same type, storing nothing; KV cache per token (bf16, every layer's own key/value width): {} with sharing, {} without ({:.0}% saved).",
+            c.n_layers,
+            bytes_human(kv_tok as f64),
+            bytes_human(unshared as f64),
+            100.0 * (1.0 - kv_tok as f64 / unshared as f64)
+        );
+    }
     let _ = writeln!(s, "head_dim = {}: size of each query/key/value head; attention scores are scaled by {:.5} (1/sqrt({})).", c.head_dim, c.query_scale, (1.0 / (c.query_scale * c.query_scale)).round());
     let _ = writeln!(s, "vocab = {}: tokens the tokenizer knows; the embedding (tied with the output projection) costs {} parameters, and every generated token reads the whole output matrix.", c.vocab_size, thousands((c.vocab_size * d) as u64));
     let _ = writeln!(s, "context = {}: longest sequence trained for; a full-context KV cache costs {} in bf16{}.", c.context_len, bytes_human(kv_full as f64), if kv_win < kv_full { format!(" without sliding windows, {} with them", bytes_human(kv_win as f64)) } else { String::new() });
