@@ -129,6 +129,9 @@ impl NameScheme {
             (NameScheme::Gguf, Embed) => Some("token_embd.weight".into()),
             (NameScheme::Gguf, FinalNorm) => Some("output_norm.weight".into()),
             (NameScheme::Gguf, LmHead) => Some("output.weight".into()),
+            (NameScheme::Gguf, PleEmbed) => Some("per_layer_token_embd.weight".into()),
+            (NameScheme::Gguf, PleModelProj) => Some("per_layer_model_proj.weight".into()),
+            (NameScheme::Gguf, PleProjNorm) => Some("per_layer_proj_norm.weight".into()),
             _ => None,
         };
         if matches!(role, Embed | FinalNorm | LmHead | PleEmbed | PleModelProj | PleProjNorm) {
@@ -208,7 +211,10 @@ fn hf_layer_name(family: Family, role: Role) -> Option<&'static str> {
     })
 }
 
-/// llama.cpp's names inside `blk.{i}` (`src/llama-arch.cpp`). It has no RecurrentGemma and no biases for Gemma.
+/// llama.cpp's names inside `blk.{i}` (`src/llama-arch.cpp`; Gemma 4's as its converter writes them,
+/// `gguf-py/gguf/constants.py` and `tensor_mapping.py`). It has no RecurrentGemma and no biases for Gemma.
+/// Gemma 4's mixture of experts keeps transformers' layouts: the router's `scale` and per-expert scale ride on
+/// `ffn_gate_inp` and `ffn_down_exps`, and the experts' gate and up stay fused (gate rows first).
 fn gguf_layer_name(role: Role) -> Option<&'static str> {
     use Role::*;
     Some(match role {
@@ -226,6 +232,18 @@ fn gguf_layer_name(role: Role) -> Option<&'static str> {
         MlpGate => "ffn_gate.weight",
         MlpUp => "ffn_up.weight",
         MlpDown => "ffn_down.weight",
+        PleGate => "inp_gate.weight",
+        PleProj => "proj.weight",
+        PostPleNorm => "post_norm.weight",
+        LayerScalar => "layer_output_scale.weight",
+        RouterProj => "ffn_gate_inp.weight",
+        RouterScale => "ffn_gate_inp.scale",
+        RouterExpertScale => "ffn_down_exps.scale",
+        ExpertsGateUp => "ffn_gate_up_exps.weight",
+        ExpertsDown => "ffn_down_exps.weight",
+        PostMlpNorm1 => "post_ffw_norm_1.weight",
+        PreMoeNorm => "pre_ffw_norm_2.weight",
+        PostMoeNorm => "post_ffw_norm_2.weight",
         _ => return None,
     })
 }

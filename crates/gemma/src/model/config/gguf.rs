@@ -1,4 +1,4 @@
-//! GGUF metadata → [`RawConfig`], for `general.architecture` = `gemma`, `gemma2`, `gemma3`: a config source
+//! GGUF metadata → [`RawConfig`], for `general.architecture` = `gemma`, `gemma2`, `gemma3`, `gemma4`: a config source
 //! beside the Hugging Face JSON reader ([`super::hf`]), since a GGUF file's metadata *is* its model
 //! configuration. Keys are read as llama.cpp reads them (`src/llama-model.cpp`, `llama_model::load_hparams`;
 //! key names from `src/llama-arch.cpp`), and a key a file lacks takes the value llama.cpp would use, so that a
@@ -75,6 +75,7 @@ pub fn raw_config(file: &GgufFile) -> Result<RawConfig> {
         "gemma" => Family::Gemma,
         "gemma2" => Family::Gemma2,
         "gemma3" => Family::Gemma3,
+        "gemma4" => return gemma4(file),
         other => return Err(Error::UnknownArchitecture(other.into())),
     };
     let k = Keys { file, arch };
@@ -189,6 +190,198 @@ pub fn raw_config(file: &GgufFile) -> Result<RawConfig> {
     })
 }
 
+/// Per-layer values of a key that llama.cpp reads with `get_key_or_arr`: an array of `n` integers, or one
+/// integer for every layer. `None` if absent.
+fn per_layer_u32(k: &Keys, key: &str, n: usize) -> Result<Option<Vec<usize>>> {
+    let name = k.name(key);
+    match k.file.get(&name) {
+        Some(Value::Array(items)) => {
+            let vals: Option<Vec<usize>> = items.iter().map(|v| v.as_u64().map(|x| x as usize)).collect();
+            match vals {
+                Some(v) if v.len() == n => Ok(Some(v)),
+                _ => Err(Error::config(k.file.path(), name, format!("expected {n} per-layer integers"))),
+            }
+        }
+        _ => Ok(k.file.get_u32(&name)?.map(|v| vec![v as usize; n])),
+    }
+}
+
+/// `general.architecture` = `gemma4`, as llama.cpp's converter (`conversion/gemma.py`, `Gemma4Model`) writes it
+/// and its loader reads it. Where the Hugging Face config has one key, the GGUF may hold per-layer arrays or a
+/// tensor, mapped back onto the same [`RawConfig`] fields the `config.json` reader fills:
+/// - `attention.sliding_window_pattern`: one bool per layer (true = sliding) → `layer_types`;
+/// - `attention.key_length` / `key_length_swa`: head size of global / sliding layers, and
+///   `attention.head_count_kv` (one value, or per layer): KV heads → `head_dim` (the sliding layers') plus
+///   every global layer's own (head_dim, KV heads), i.e. transformers 5.24's `per_layer_config`;
+/// - `attention.shared_kv_layers` → `num_kv_shared_layers`;
+/// - `feed_forward_length`: one width, or per layer with the KV-shared layers at twice the others
+///   (`use_double_wide_mlp`, which is all transformers can express);
+/// - `rope.freq_base` / `freq_base_swa`: theta of global / sliding layers; the global layers' "proportional"
+///   RoPE is the `rope_freqs.weight` tensor (head_dim / 2 frequency divisors: 1 for each rotated pair, 1e30 for
+///   each pair left unrotated, i.e. a frequency of 0), whose count of ones is `partial_rotary_factor ·
+///   head_dim / 2`; sliding layers rotate `rope.dimension_count_swa` dimensions (all of them in every
+///   release; fewer is refused);
+/// - `embedding_length_per_layer_input` (0 = none) and the rows of `per_layer_token_embd.weight`;
+/// - `expert_count`, `expert_used_count`, `expert_feed_forward_length` (0 or absent = no mixture of experts);
+/// - `attention_k_eq_v`: llama.cpp has no key for it; a global layer that computes keys but has no
+///   `attn_v.weight` uses its keys as values, as in llama.cpp's graph.
+///
+/// Attention scale (1), norms (`x · w`, stored as is: the converter adds no 1 for Gemma 4) and the value norm
+/// are the family's, set by [`Config::from_raw`](super::Config::from_raw).
+fn gemma4(file: &GgufFile) -> Result<RawConfig> {
+    let path = file.path();
+    let k = Keys { file, arch: "gemma4" };
+    let cfg_err = |key: String, what: String| Error::config(path, key, what);
+    let n_layers = k.required_u32("block_count")? as usize;
+    let d_model = k.required_u32("embedding_length")? as usize;
+    let n_heads = k
+        .uniform_u32("attention.head_count")?
+        .ok_or_else(|| k.missing("attention.head_count"))? as usize;
+    let sliding: Vec<bool> = match file.get(&k.name("attention.sliding_window_pattern")) {
+        Some(Value::Array(items)) if items.len() == n_layers => items
+            .iter()
+            .map(Value::as_bool)
+            .collect::<Option<Vec<bool>>>()
+            .ok_or_else(|| cfg_err(k.name("attention.sliding_window_pattern"), "expected bools".into()))?,
+        Some(_) => {
+            return Err(cfg_err(
+                k.name("attention.sliding_window_pattern"),
+                format!("expected {n_layers} bools, one per layer"),
+            ))
+        }
+        None => return Err(k.missing("attention.sliding_window_pattern")),
+    };
+    let layer_types: Vec<LayerType> = sliding
+        .iter()
+        .map(|&s| if s { LayerType::Sliding } else { LayerType::Full })
+        .collect();
+    let head_full = k.required_u32("attention.key_length")? as usize;
+    let head_swa = k.u32("attention.key_length_swa")?.map_or(head_full, |v| v as usize);
+    for (key, v, want) in [("attention.value_length", k.u32("attention.value_length")?, head_full), ("attention.value_length_swa", k.u32("attention.value_length_swa")?, head_swa)] {
+        if let Some(v) = v.filter(|&v| v as usize != want) {
+            return Err(cfg_err(k.name(key), format!("{v} differs from the key length {want}")));
+        }
+    }
+    let kv = per_layer_u32(&k, "attention.head_count_kv", n_layers)?.unwrap_or_else(|| vec![n_heads; n_layers]);
+    let n_kv_swa = sliding.iter().position(|&s| s).map_or(kv[0], |i| kv[i]);
+    let n_shared = k.u32("attention.shared_kv_layers")?.unwrap_or(0) as usize;
+    let first_shared = n_layers.saturating_sub(n_shared);
+
+    let ffn = per_layer_u32(&k, "feed_forward_length", n_layers)?.ok_or_else(|| k.missing("feed_forward_length"))?;
+    let base_ffn = ffn[0];
+    let double_wide = ffn.iter().enumerate().any(|(i, &f)| i >= first_shared && f != base_ffn);
+    for (i, &f) in ffn.iter().enumerate() {
+        let want = if double_wide && i >= first_shared { 2 * base_ffn } else { base_ffn };
+        if f != want {
+            return Err(cfg_err(
+                k.name("feed_forward_length"),
+                format!("layer {i} has {f}; gemma-rs needs one width, doubled in the KV-shared layers only ({want})"),
+            ));
+        }
+    }
+
+    // The sliding layers' rotation: all of their head (transformers' "default" RoPE).
+    let rot_swa = k.u32("rope.dimension_count_swa")?.map_or(head_swa, |v| v as usize);
+    if rot_swa != head_swa {
+        return Err(Error::Unsupported {
+            feature: format!("{}: sliding layers that rotate {rot_swa} of {head_swa} head dimensions", path.display()),
+        });
+    }
+    let global_proportional = match file.tensors.get("rope_freqs.weight") {
+        None => {
+            let rot = k.u32("rope.dimension_count")?.map_or(head_full, |v| v as usize);
+            rot as f64 / head_full as f64
+        }
+        Some(t) => {
+            let f = t.to_f32_vec();
+            let ones = f.iter().take_while(|&&x| x == 1.0).count();
+            if f.len() != head_full / 2 || f[ones..].iter().any(|&x| x < 1e29) {
+                return Err(Error::Unsupported {
+                    feature: format!(
+                        "{}: rope_freqs.weight other than {} ones then 1e30s (Gemma 4's proportional RoPE)",
+                        path.display(),
+                        head_full / 2
+                    ),
+                });
+            }
+            2.0 * ones as f64 / head_full as f64
+        }
+    };
+
+    // Global layers' own heads, as transformers 5.24's `per_layer_config`. A global layer with keys but no
+    // values tensor uses its keys (`attention_k_eq_v`).
+    let mut per_layer_heads = Vec::new();
+    let mut k_eq_v = None;
+    for (i, &s) in sliding.iter().enumerate() {
+        if s {
+            if kv[i] != n_kv_swa {
+                return Err(cfg_err(k.name("attention.head_count_kv"), format!("sliding layer {i} has {} KV heads, others {n_kv_swa}", kv[i])));
+            }
+            continue;
+        }
+        per_layer_heads.push((i, Some(head_full), Some(kv[i])));
+        if i < first_shared {
+            let no_v = file.tensors.get(&format!("blk.{i}.attn_v.weight")).is_none();
+            if *k_eq_v.get_or_insert(no_v) != no_v {
+                return Err(cfg_err(format!("blk.{i}.attn_v.weight"), "present in some global layers only".into()));
+            }
+        }
+    }
+
+    let embed = file.tensors.get("token_embd.weight").ok_or_else(|| Error::MissingTensor {
+        file: path.into(),
+        name: "token_embd.weight".into(),
+    })?;
+    let vocab_size = embed.shape.first().copied().unwrap_or(0);
+    let ple_dim = k.u32("embedding_length_per_layer_input")?.unwrap_or(0) as usize;
+    let ple_vocab = file.tensors.get("per_layer_token_embd.weight").and_then(|t| t.shape.first().copied());
+    let n_experts = k.u32("expert_count")?.unwrap_or(0) as usize;
+    let final_cap = k.f32("final_logit_softcapping")?.unwrap_or(0.0);
+
+    Ok(RawConfig {
+        source: path.to_path_buf(),
+        family: Some(Family::Gemma4),
+        vocab_size: Some(vocab_size),
+        hidden_size: Some(d_model),
+        intermediate_size: Some(base_ffn),
+        num_hidden_layers: Some(n_layers),
+        num_attention_heads: Some(n_heads),
+        num_key_value_heads: Some(n_kv_swa),
+        head_dim: Some(head_swa),
+        max_position_embeddings: Some(k.required_u32("context_length")? as usize),
+        rms_norm_eps: Some(
+            k.f32("attention.layer_norm_rms_epsilon")?
+                .ok_or_else(|| k.missing("attention.layer_norm_rms_epsilon"))? as f64,
+        ),
+        // Unused by Gemma 4 (its attention scale is 1); set so that nothing is left to a default.
+        query_pre_attn_scalar: Some(head_swa as f64),
+        attn_logit_softcapping: Some(None),
+        final_logit_softcapping: Some((final_cap != 0.0).then_some(final_cap as f64)),
+        sliding_window: k.u32("attention.sliding_window")?.map(|w| w as usize),
+        sliding_window_pattern: None,
+        layer_types: Some(layer_types),
+        rope_global: Some(Rope { base: k.f32("rope.freq_base")?.unwrap_or(1_000_000.0), linear_factor: 1.0 }),
+        rope_local: Some(Rope { base: k.f32("rope.freq_base_swa")?.unwrap_or(10_000.0), linear_factor: 1.0 }),
+        rope_global_proportional: Some(global_proportional),
+        rope_local_proportional: None,
+        per_layer_heads: Some(per_layer_heads),
+        attention_k_eq_v: Some(k_eq_v.unwrap_or(false)),
+        num_kv_shared_layers: Some(n_shared),
+        use_double_wide_mlp: Some(double_wide),
+        hidden_size_per_layer_input: Some(ple_dim),
+        vocab_size_per_layer_input: if ple_dim > 0 { ple_vocab } else { None },
+        enable_moe_block: Some(n_experts > 0),
+        num_experts: (n_experts > 0).then_some(n_experts),
+        top_k_experts: k.u32("expert_used_count")?.map(|v| v as usize).filter(|_| n_experts > 0),
+        moe_intermediate_size: k.u32("expert_feed_forward_length")?.map(|v| v as usize).filter(|_| n_experts > 0),
+        tie_word_embeddings: Some(file.tensors.get("output.weight").is_none()),
+        bos_token_id: file.get_u32("tokenizer.ggml.bos_token_id")?,
+        eos_token_ids: end_of_generation_ids(file)?,
+        pad_token_id: file.get_u32("tokenizer.ggml.padding_token_id")?,
+        ..RawConfig::default()
+    })
+}
+
 /// `{arch}.rope.freq_base`; llama.cpp's default when absent is 10000 (`rope_freq_base_train = 10000.0f`).
 fn rope_base(k: &Keys) -> Result<f32> {
     Ok(k.f32("rope.freq_base")?.unwrap_or(10000.0))
@@ -252,8 +445,7 @@ fn attention_layout(
     let all_full = vec![LayerType::Full; n_layers];
     let window = k.u32("attention.sliding_window")?.map(|w| w as usize);
     Ok(match family {
-        // llama.cpp has no RecurrentGemma architecture, and its gemma4 is not read yet: `raw_config` never
-        // produces these families.
+        // llama.cpp has no RecurrentGemma architecture, and gemma4 is read by `gemma4`: never reached.
         Family::Gemma | Family::RecurrentGemma | Family::Gemma4 => (all_full, None, global),
         Family::Gemma2 => (pattern(2), Some(window.unwrap_or(4096)), global),
         Family::Gemma3 => match window {
