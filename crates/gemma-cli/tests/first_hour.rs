@@ -516,7 +516,7 @@ fn needs_more_than_the_default_model(words: &[String]) -> Option<&'static str> {
 }
 
 /// A shown line against the output: `...` (and `{...}`) stands for anything; measurements (a number before
-/// tok/s, ms, MiB, s) may differ; logits are compared to two decimals.
+/// tok/s, ms, MiB, s) may differ; logits are compared to two decimals; runs of spaces are one space.
 fn line_matches(pattern: &str, text: &str) -> bool {
     let norm = |s: &str| -> String {
         // Round every number with three or more decimals to two.
@@ -559,8 +559,20 @@ fn line_matches(pattern: &str, text: &str) -> bool {
         p.push_str(rest);
         pattern = p;
     }
-    let text = norm(text);
+    // Column widths (runs of spaces) depend on what else is listed.
+    let squeeze = |s: &str| s.split(' ').filter(|w| !w.is_empty()).collect::<Vec<_>>().join(" ");
+    let (pattern, text) = (squeeze(&pattern), squeeze(&norm(text)));
+    // `a, ..., b` elides list items: the spaces (and the comma after `...`) are the README's, not the output's.
     let parts: Vec<&str> = pattern.split("...").collect();
+    let n = parts.len();
+    let parts: Vec<&str> = parts
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let p = if i == 0 { p } else { p.trim_start_matches([' ', ',']) };
+            if i == n - 1 { p } else { p.trim_end() }
+        })
+        .collect();
     let (first, last) = (parts[0], parts[parts.len() - 1]);
     if parts.len() == 1 {
         return text == pattern;
@@ -651,6 +663,7 @@ fn example_matching() {
     assert!(line_matches(r#"{"ids": [2,818], "top": [[[184,14.375576]], ..., [[506,19.423197]]]}"#, r#"{"ids": [2,818], "top": [[[184,14.375581]], [[1,2.0]], [[506,19.42319]]]}"#));
     assert!(line_matches(r#"{"finish_reason":"length","ids":[506],"text":" the","timings":{...}}"#, r#"{"finish_reason":"length","ids":[506],"text":" the","timings":{"load_ms":3.0}}"#));
     assert!(!line_matches("abc", "abcd"));
+    assert!(line_matches("[[[1,2.0]], ..., [[5,6.0]]]", "[[[1,2.0]],[[3,4.0]],[[5,6.0]]]"));
     assert_eq!(shell_words(r#"gemma run -f prompt.txt --seed 7 --stop "\n\n""#).unwrap(), ["gemma", "run", "-f", "prompt.txt", "--seed", "7", "--stop", "\\n\\n"]);
     assert_eq!(shell_words(r#"gemma logits --ids 2,818 --top 2      # one list per position"#).unwrap(), ["gemma", "logits", "--ids", "2,818", "--top", "2"]);
     assert!(shell_words("echo x | gemma run -").is_none());
