@@ -233,7 +233,7 @@ fn download_bar(quiet: bool, msg: &str) -> Option<indicatif::ProgressBar> {
         return None;
     }
     let b = indicatif::ProgressBar::new(DEFAULT_MODEL_BYTES);
-    let style = "{msg}\n[{bar:40}] {bytes}/{total_bytes} ({percent}%) {bytes_per_sec}, {eta} left";
+    let style = "{msg}\n[{bar:40}] {decimal_bytes}/{decimal_total_bytes} ({percent}%) {decimal_bytes_per_sec}, {eta} left";
     b.set_style(indicatif::ProgressStyle::with_template(style).unwrap().progress_chars("=> "));
     b.set_message(msg.to_string());
     b.enable_steady_tick(Duration::from_millis(200));
