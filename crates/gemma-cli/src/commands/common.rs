@@ -38,43 +38,32 @@ pub struct ModelArgs {
 #[derive(clap::Args, Clone, Debug)]
 pub struct SamplingArgs {
     /// Randomness, >= 0: 0 = always the most likely token (greedy).
-    #[arg(long, default_value_t = 0.8, allow_negative_numbers = true, value_parser = in_range(0.0, f32::INFINITY, ">= 0"))]
+    #[arg(long, default_value_t = 0.8, allow_negative_numbers = true)]
     pub temperature: f32,
     /// Keep only the K most likely tokens (0 = off).
     #[arg(long, default_value_t = 40)]
     pub top_k: usize,
     /// Keep the most likely tokens whose probabilities add up to P, in (0, 1] (1 = off).
-    #[arg(long, default_value_t = 0.95, allow_negative_numbers = true, value_parser = in_range(f32::MIN_POSITIVE, 1.0, "in (0, 1]"))]
+    #[arg(long, default_value_t = 0.95, allow_negative_numbers = true)]
     pub top_p: f32,
     /// Drop tokens less likely than MIN_P x the most likely one, in [0, 1] (0 = off).
-    #[arg(long, default_value_t = 0.05, allow_negative_numbers = true, value_parser = in_range(0.0, 1.0, "in [0, 1]"))]
+    #[arg(long, default_value_t = 0.05, allow_negative_numbers = true)]
     pub min_p: f32,
     /// Divide the logits of tokens seen in the last --repeat-last-n tokens by this, > 0 (1 = off).
-    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true, value_parser = in_range(f32::MIN_POSITIVE, f32::INFINITY, "> 0"))]
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
     pub repeat_penalty: f32,
     /// How many of the latest tokens --repeat-penalty looks at.
     #[arg(long, default_value_t = 64)]
     pub repeat_last_n: usize,
     /// Subtract this, in [-2, 2], from the logit of every token already present (OpenAI semantics).
-    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true, value_parser = in_range(-2.0, 2.0, "in [-2, 2]"))]
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     pub presence_penalty: f32,
     /// Subtract this, in [-2, 2], times the count of each token already present.
-    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true, value_parser = in_range(-2.0, 2.0, "in [-2, 2]"))]
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     pub frequency_penalty: f32,
     /// Random seed, to repeat a run (default: a fresh one each run, shown with -v and in --json).
     #[arg(long)]
     pub seed: Option<u64>,
-}
-
-/// A clap parser for a float option that must lie in [lo, hi]; its error names the range.
-fn in_range(lo: f32, hi: f32, range: &'static str) -> impl Fn(&str) -> Result<f32, String> + Clone {
-    move |s: &str| {
-        let v: f32 = s.trim().parse().map_err(|_| format!("`{s}` is not a number"))?;
-        if v.is_nan() || v < lo || v > hi {
-            return Err(format!("must be {range}, got {s}"));
-        }
-        Ok(v)
-    }
 }
 
 /// A seed for a run that names none: different every run, like llama.cpp's and ollama's default.
@@ -99,7 +88,8 @@ impl SamplingArgs {
             frequency_penalty: self.frequency_penalty,
             seed: self.seed.unwrap_or_else(random_seed),
         };
-        c.validate().map_err(|e| anyhow::anyhow!("invalid option: {e}"))?;
+        // Ranges are checked here rather than by clap, so that a bad value is one line like every other error.
+        c.validate().map_err(|e| anyhow::anyhow!("invalid option: --{e}"))?;
         Ok(c)
     }
 }
