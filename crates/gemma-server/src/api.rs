@@ -1,11 +1,14 @@
 //! OpenAI request bodies, as clients send them, and their validation into a scheduler [`Job`].
 //!
-//! Fields, defaults and ranges follow OpenAI's API reference: `temperature` in [0, 2] (default 1), `top_p`
-//! in (0, 1] (default 1), penalties in [-2, 2], at most 4 `stop` strings, `n` = 1. Two extensions take the
-//! CLI's sampler options: `top_k` (0 = off) and `min_p` (0 = off), plus `repeat_penalty` (1 = off); they are
-//! off unless given, so a client that sends only OpenAI fields gets OpenAI's semantics. Unknown fields are
-//! ignored, as OpenAI ignores them; fields this server cannot honour (`logprobs`, `tools`, `n` > 1, ...)
-//! are refused with a 400 rather than silently dropped.
+//! Fields and ranges follow OpenAI's API reference: `temperature` in [0, 2], `top_p` in (0, 1], penalties in
+//! [-2, 2], at most 4 `stop` strings, `n` = 1. Three extensions take the CLI's sampler options: `top_k`
+//! (0 = off), `min_p` (0 = off) and `repeat_penalty` (1 = off). A field the request leaves out takes the
+//! server's [`Defaults`]: the sampling the model recommends (`gemma serve` reads `generation_config.json` or
+//! the GGUF's `general.sampling.*`), else the CLI's (temperature 0.8, top-k 40, top-p 0.95, min-p 0.05), and a
+//! length limit (a chat answer 1024 tokens, a completion 256, as `gemma chat` and `gemma run`), never more
+//! than the context holds. A field given explicitly always wins. Unknown fields are ignored, as OpenAI
+//! ignores them; fields this server cannot honour (`logprobs`, `tools`, `n` > 1, ...) are refused with a 400
+//! rather than silently dropped.
 //!
 //! Images: a chat message's content may hold `{"type": "image_url", "image_url": {"url": "data:image/png;base64,..."}}`
 //! parts (OpenAI's shape; `detail` is accepted and ignored). Only inline `data:` URLs with base64 data are
@@ -155,6 +158,46 @@ fn from_value<T: DeserializeOwned>(value: &Value) -> Result<T, ApiError> {
     })
 }
 
+/// What a request gets for the fields it leaves out. `Default` is the CLI's: `gemma run`'s sampler, and the
+/// lengths of `gemma chat -n` and `gemma run -n`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Defaults {
+    pub temperature: f32,
+    pub top_k: usize,
+    pub top_p: f32,
+    pub min_p: f32,
+    pub repeat_penalty: f32,
+    /// `max_tokens` of a chat answer.
+    pub chat_max_tokens: usize,
+    /// `max_tokens` of a completion.
+    pub completion_max_tokens: usize,
+}
+
+impl Default for Defaults {
+    fn default() -> Self {
+        let s = SamplerConfig::default();
+        Defaults {
+            temperature: s.temperature,
+            top_k: s.top_k,
+            top_p: s.top_p,
+            min_p: s.min_p,
+            repeat_penalty: s.repeat_penalty,
+            chat_max_tokens: 1024,
+            completion_max_tokens: 256,
+        }
+    }
+}
+
+impl std::fmt::Display for Defaults {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "temperature {}, top_k {}, top_p {}, min_p {}, repeat_penalty {}, max_tokens {} (chat) / {} (completions)",
+            self.temperature, self.top_k, self.top_p, self.min_p, self.repeat_penalty, self.chat_max_tokens, self.completion_max_tokens
+        )
+    }
+}
+
 /// What the server knows that validation needs.
 pub struct Limits<'a> {
     pub tokenizer: &'a Tokenizer,
@@ -167,6 +210,8 @@ pub struct Limits<'a> {
     pub stop_ids: &'a [u32],
     /// The model's vision tower, if it has one.
     pub vision: Option<&'a VisionConfig>,
+    /// Values for omitted fields.
+    pub defaults: &'a Defaults,
 }
 
 /// A validated request: the job's content and how to answer.
@@ -256,7 +301,7 @@ impl Request<ChatRequest> {
             (None, None) => None,
         };
         // Chat's default, as OpenAI's: until the reply ends or the context is full.
-        let prompt = Prompt { ids: prompt, param: "messages", stop_ids: l.stop_ids.to_vec(), max_tokens, default_max: usize::MAX };
+        let prompt = Prompt { ids: prompt, param: "messages", stop_ids: l.stop_ids.to_vec(), max_tokens, default_max: l.defaults.chat_max_tokens };
         let mut p = prepare_common(common, prompt, l)?;
         p.images = images;
         p.image_size = image_size;
@@ -417,7 +462,7 @@ impl Request<CompletionRequest> {
         };
         // Legacy completions default to 16 tokens, as OpenAI's.
         let max_tokens = common.max_tokens.map(|m| ("max_tokens", m));
-        let prompt = Prompt { ids: prompt, param: "prompt", stop_ids, max_tokens, default_max: 16 };
+        let prompt = Prompt { ids: prompt, param: "prompt", stop_ids, max_tokens, default_max: l.defaults.completion_max_tokens };
         prepare_common(common, prompt, l)
     }
 }
@@ -541,7 +586,7 @@ fn prepare_common(c: CommonParams, p: Prompt, l: &Limits) -> Result<Prepared, Ap
         }
         Some((_, m)) => m as usize,
     };
-    let sampler = sampler_config(&c, l.ctx)?;
+    let sampler = sampler_config(&c, l.ctx, l.defaults)?;
     let stop_strings = match c.stop {
         None => Vec::new(),
         Some(StopParam::One(s)) => vec![s],
@@ -567,7 +612,7 @@ fn context_exceeded(param: &str, message: String) -> ApiError {
 }
 
 /// The sampler a request asks for; every field checked against its range.
-fn sampler_config(c: &CommonParams, ctx: usize) -> Result<SamplerConfig, ApiError> {
+fn sampler_config(c: &CommonParams, ctx: usize, d: &Defaults) -> Result<SamplerConfig, ApiError> {
     let ranged = |name: &str, v: Option<f64>, default: f64, ok: fn(f64) -> bool, range: &str| -> Result<f32, ApiError> {
         match v {
             None => Ok(default as f32),
@@ -576,15 +621,15 @@ fn sampler_config(c: &CommonParams, ctx: usize) -> Result<SamplerConfig, ApiErro
         }
     };
     let top_k = match c.top_k {
-        None => 0,
+        None => d.top_k,
         Some(k) if k >= 0 => k as usize,
         Some(k) => return Err(ApiError::invalid_param("top_k", format!("`top_k` must be >= 0 (0 = off), got {k}"))),
     };
     let config = SamplerConfig {
-        temperature: ranged("temperature", c.temperature, 1.0, |x| (0.0..=2.0).contains(&x), "[0, 2]")?,
-        top_p: ranged("top_p", c.top_p, 1.0, |x| x > 0.0 && x <= 1.0, "(0, 1]")?,
-        min_p: ranged("min_p", c.min_p, 0.0, |x| (0.0..=1.0).contains(&x), "[0, 1]")?,
-        repeat_penalty: ranged("repeat_penalty", c.repeat_penalty, 1.0, |x| x > 0.0, "(0, inf)")?,
+        temperature: ranged("temperature", c.temperature, d.temperature as f64, |x| (0.0..=2.0).contains(&x), "[0, 2]")?,
+        top_p: ranged("top_p", c.top_p, d.top_p as f64, |x| x > 0.0 && x <= 1.0, "(0, 1]")?,
+        min_p: ranged("min_p", c.min_p, d.min_p as f64, |x| (0.0..=1.0).contains(&x), "[0, 1]")?,
+        repeat_penalty: ranged("repeat_penalty", c.repeat_penalty, d.repeat_penalty as f64, |x| x > 0.0, "(0, inf)")?,
         presence_penalty: ranged("presence_penalty", c.presence_penalty, 0.0, |x| (-2.0..=2.0).contains(&x), "[-2, 2]")?,
         frequency_penalty: ranged("frequency_penalty", c.frequency_penalty, 0.0, |x| (-2.0..=2.0).contains(&x), "[-2, 2]")?,
         top_k,
@@ -649,7 +694,7 @@ mod tests {
         let c = |f: fn(&mut CommonParams)| {
             let mut p = CommonParams::default();
             f(&mut p);
-            sampler_config(&p, 100)
+            sampler_config(&p, 100, &Defaults { top_k: 0, top_p: 1.0, min_p: 0.0, ..Defaults::default() })
         };
         assert_eq!(c(|p| p.temperature = Some(2.5)).unwrap_err().param.as_deref(), Some("temperature"));
         assert_eq!(c(|p| p.top_p = Some(0.0)).unwrap_err().param.as_deref(), Some("top_p"));
@@ -661,5 +706,15 @@ mod tests {
         })
         .unwrap();
         assert_eq!((s.temperature, s.top_k, s.top_p, s.min_p, s.seed), (0.0, 0, 1.0, 0.0, u64::MAX));
+    }
+
+    #[test]
+    fn omitted_fields_take_the_defaults_given_ones_win() {
+        let d = Defaults { temperature: 0.7, top_k: 64, top_p: 0.9, min_p: 0.1, repeat_penalty: 1.1, ..Defaults::default() };
+        let s = sampler_config(&CommonParams::default(), 100, &d).unwrap();
+        assert_eq!((s.temperature, s.top_k, s.top_p, s.min_p, s.repeat_penalty), (0.7, 64, 0.9, 0.1, 1.1));
+        let given = CommonParams { temperature: Some(0.0), top_k: Some(0), top_p: Some(1.0), min_p: Some(0.0), repeat_penalty: Some(1.0), ..CommonParams::default() };
+        let s = sampler_config(&given, 100, &d).unwrap();
+        assert_eq!((s.temperature, s.top_k, s.top_p, s.min_p, s.repeat_penalty), (0.0, 0, 1.0, 0.0, 1.0));
     }
 }

@@ -12,20 +12,27 @@
 //! decoding a large image holds hundreds of MB for a moment (a small PNG may claim up to the engine's
 //! 64 Mi-pixel limit). The body limit ([`Shared::max_body`]) is 1 MiB by default, 20 MiB for a model with a
 //! vision tower (images travel base64-encoded, 4/3 of their size).
+//!
+//! With [`Shared::access_log`], every request leaves one line on stderr when it is done ([`AccessEntry`]):
+//! client address, method, path, status, and for generations the prompt and generated tokens, the time to
+//! the first token and the total time (for a stream, until its last event). Successful `/health` and
+//! `/metrics` polls are left out, as they come every few seconds from probes and scrapers.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
-use std::sync::Arc;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::sse::{Event as SseEvent, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use futures_util::Stream;
 use gemma::model::config::VisionConfig;
 use gemma::tokenizer::{ChatTemplate, Tokenizer};
@@ -33,7 +40,7 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 use tokio::sync::Semaphore;
 
-use crate::api::{self, ChatRequest, CompletionRequest, Limits, Prepared};
+use crate::api::{self, ChatRequest, CompletionRequest, Defaults, Limits, Prepared};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::responses::{Endpoint, Meta};
@@ -51,6 +58,9 @@ pub(crate) struct Shared {
     pub created: u64,
     pub api_key: Option<String>,
     pub max_body: usize,
+    pub defaults: Defaults,
+    /// One line per request on stderr.
+    pub access_log: bool,
     pub scheduler: Scheduler,
     pub metrics: Arc<Metrics>,
     /// Permits to prepare a chat request ([`PREPARE_AT_ONCE`]).
@@ -76,7 +86,100 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .layer(DefaultBodyLimit::max(shared.max_body))
         .layer(middleware::from_fn_with_state(shared.clone(), authorize))
         .layer(middleware::from_fn_with_state(shared.clone(), count))
+        .layer(middleware::from_fn_with_state(shared.clone(), log_access))
         .with_state(shared)
+}
+
+/// One request's access-log line, printed when the last holder lets go of it: this middleware once the
+/// response head is ready, a streamed body after its last event.
+pub(crate) struct AccessEntry {
+    start: Instant,
+    client: Option<SocketAddr>,
+    method: String,
+    path: String,
+    state: Mutex<AccessState>,
+}
+
+#[derive(Default)]
+struct AccessState {
+    status: u16,
+    prompt_tokens: Option<usize>,
+    generated_tokens: Option<usize>,
+    first_token: Option<Duration>,
+}
+
+/// What the generation handlers carry along to fill in the log line.
+type Access = Option<Arc<AccessEntry>>;
+
+impl AccessEntry {
+    fn update(&self, f: impl FnOnce(&mut AccessState)) {
+        f(&mut self.state.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// The first event of a generation: the prompt is read and the first token sampled.
+    fn first_event(&self) {
+        let t = self.start.elapsed();
+        self.update(|s| {
+            s.first_token.get_or_insert(t);
+        })
+    }
+
+    fn finished(&self, f: &crate::scheduler::Finished) {
+        self.update(|s| {
+            s.prompt_tokens = Some(f.prompt_tokens);
+            s.generated_tokens = Some(f.completion_tokens);
+        })
+    }
+
+    /// `127.0.0.1:51234 POST /v1/completions 200 | prompt 6 tok, generated 12 tok | first token 85 ms | total 412 ms`
+    fn line(&self) -> String {
+        let s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let client = self.client.map_or_else(|| "-".to_string(), |a| a.to_string());
+        let mut line = format!("{client} {} {} {}", self.method, self.path, s.status);
+        if let Some(p) = s.prompt_tokens {
+            line += &format!(" | prompt {p} tok, generated {} tok", s.generated_tokens.unwrap_or(0));
+        }
+        if let Some(t) = s.first_token {
+            line += &format!(" | first token {}", ms(t));
+        }
+        line + &format!(" | total {}", ms(self.start.elapsed()))
+    }
+}
+
+fn ms(d: Duration) -> String {
+    match d.as_secs_f64() {
+        s if s >= 10.0 => format!("{s:.1} s"),
+        s if s >= 0.01 => format!("{:.0} ms", s * 1e3),
+        s => format!("{:.2} ms", s * 1e3),
+    }
+}
+
+impl Drop for AccessEntry {
+    fn drop(&mut self) {
+        let status = self.state.lock().map(|s| s.status).unwrap_or(0);
+        if status == 200 && (self.path == "/health" || self.path == "/metrics") {
+            return;
+        }
+        eprintln!("gemma serve: {}", self.line());
+    }
+}
+
+/// The access log (when on): start an entry the handlers can fill in, set its status, and let it print.
+async fn log_access(State(app): App, mut req: Request, next: Next) -> Response {
+    if !app.access_log {
+        return next.run(req).await;
+    }
+    let entry = Arc::new(AccessEntry {
+        start: Instant::now(),
+        client: req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0),
+        method: req.method().to_string(),
+        path: req.uri().path().to_string(),
+        state: Mutex::default(),
+    });
+    req.extensions_mut().insert(entry.clone());
+    let r = next.run(req).await;
+    entry.update(|s| s.status = r.status().as_u16());
+    r
 }
 
 /// Count every answer by endpoint and status for `/metrics`.
@@ -144,7 +247,7 @@ async fn model(State(app): App, Path(id): Path<String>) -> Result<Json<Value>, A
     }
 }
 
-async fn chat(State(app): App, body: Result<Bytes, BytesRejection>) -> Response {
+async fn chat(State(app): App, access: Option<Extension<Arc<AccessEntry>>>, body: Result<Bytes, BytesRejection>) -> Response {
     let prepared = match body_bytes(body, app.max_body) {
         Ok(b) => {
             let shared = app.clone();
@@ -158,12 +261,12 @@ async fn chat(State(app): App, body: Result<Bytes, BytesRejection>) -> Response 
         }
         Err(e) => Err(e),
     };
-    respond(app, prepared, Endpoint::Chat).await
+    respond(app, prepared, Endpoint::Chat, access.map(|e| e.0)).await
 }
 
-async fn completions(State(app): App, body: Result<Bytes, BytesRejection>) -> Response {
+async fn completions(State(app): App, access: Option<Extension<Arc<AccessEntry>>>, body: Result<Bytes, BytesRejection>) -> Response {
     let prepared = body_bytes(body, app.max_body).and_then(|b| api::parse::<CompletionRequest>(&b)).and_then(|r| r.prepare(&limits(&app)));
-    respond(app, prepared, Endpoint::Completion).await
+    respond(app, prepared, Endpoint::Completion, access.map(|e| e.0)).await
 }
 
 fn limits(app: &Shared) -> Limits<'_> {
@@ -174,6 +277,7 @@ fn limits(app: &Shared) -> Limits<'_> {
         vocab: app.vocab,
         stop_ids: &app.stop_ids,
         vision: app.vision.as_ref(),
+        defaults: &app.defaults,
     }
 }
 
@@ -181,9 +285,9 @@ fn body_bytes(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes
     body.map_err(|r| if r.status() == StatusCode::PAYLOAD_TOO_LARGE { ApiError::too_large(limit) } else { ApiError::invalid(r.body_text()) })
 }
 
-async fn respond(app: Arc<Shared>, prepared: Result<Prepared, ApiError>, endpoint: Endpoint) -> Response {
+async fn respond(app: Arc<Shared>, prepared: Result<Prepared, ApiError>, endpoint: Endpoint, access: Access) -> Response {
     match prepared {
-        Ok(p) => generate(&app, p, endpoint).await.unwrap_or_else(IntoResponse::into_response),
+        Ok(p) => generate(&app, p, endpoint, access).await.unwrap_or_else(IntoResponse::into_response),
         Err(e) => e.into_response(),
     }
 }
@@ -196,8 +300,12 @@ fn failure_error(f: Failure) -> ApiError {
 }
 
 /// Submit the job; answer with the whole completion, or stream it.
-async fn generate(app: &Shared, p: Prepared, endpoint: Endpoint) -> Result<Response, ApiError> {
+async fn generate(app: &Shared, p: Prepared, endpoint: Endpoint, access: Access) -> Result<Response, ApiError> {
     let (events, mut rx) = unbounded_channel();
+    if let Some(a) = &access {
+        let n = p.prompt.len();
+        a.update(|s| s.prompt_tokens = Some(n));
+    }
     let job = Job {
         prompt: p.prompt,
         sampler: p.sampler,
@@ -218,8 +326,11 @@ async fn generate(app: &Shared, p: Prepared, endpoint: Endpoint) -> Result<Respo
         Some(Event::Failed(f)) => return Err(failure_error(f)),
         Some(e) => e,
     };
+    if let Some(a) = &access {
+        a.first_event();
+    }
     if p.stream {
-        return Ok(Sse::new(sse_events(EventStream::new(meta, first, rx))).into_response());
+        return Ok(Sse::new(sse_events(EventStream::new(meta, first, rx, access))).into_response());
     }
     let mut text = String::new();
     let mut next = Some(first);
@@ -230,7 +341,12 @@ async fn generate(app: &Shared, p: Prepared, endpoint: Endpoint) -> Result<Respo
         };
         match event {
             Some(Event::Text(t)) => text.push_str(&t),
-            Some(Event::Done(f)) => return Ok(Json(meta.response(&text, &f)).into_response()),
+            Some(Event::Done(f)) => {
+                if let Some(a) = &access {
+                    a.finished(&f);
+                }
+                return Ok(Json(meta.response(&text, &f)).into_response());
+            }
             Some(Event::Failed(f)) => return Err(failure_error(f)),
             None => return Err(ApiError::shutting_down()),
         }
@@ -244,15 +360,17 @@ struct EventStream {
     rx: UnboundedReceiver<Event>,
     queue: VecDeque<SseEvent>,
     ended: bool,
+    /// The request's access-log entry, printed when the stream is done with it.
+    access: Access,
 }
 
 impl EventStream {
-    fn new(meta: Meta, first: Event, rx: UnboundedReceiver<Event>) -> Self {
+    fn new(meta: Meta, first: Event, rx: UnboundedReceiver<Event>, access: Access) -> Self {
         let mut queue = VecDeque::new();
         if meta.endpoint == Endpoint::Chat {
             queue.push_back(data(&meta.role_chunk()));
         }
-        EventStream { meta, first: Some(first), rx, queue, ended: false }
+        EventStream { meta, first: Some(first), rx, queue, ended: false, access }
     }
 
     async fn next(&mut self) -> Option<SseEvent> {
@@ -264,6 +382,9 @@ impl EventStream {
             match event {
                 Some(Event::Text(t)) => self.queue.push_back(data(&self.meta.chunk(&t, None))),
                 Some(Event::Done(f)) => {
+                    if let Some(a) = &self.access {
+                        a.finished(&f);
+                    }
                     self.queue.push_back(data(&self.meta.chunk("", Some(f.reason))));
                     if self.meta.include_usage {
                         self.queue.push_back(data(&self.meta.usage_chunk(&f)));

@@ -60,11 +60,17 @@ pub struct Options {
     pub model_id: String,
     /// Shut down on SIGINT/SIGTERM (a second one cancels running generations at once).
     pub handle_signals: bool,
+    /// What a request gets for the sampling fields and `max_tokens` it leaves out.
+    pub defaults: api::Defaults,
+    /// One line per request on stderr ([`http`]'s access log: client, method, path, status, tokens, time to
+    /// first token, total time), as llama.cpp's server logs its requests.
+    pub access_log: bool,
 }
 
 impl Options {
     /// Defaults for a model: 127.0.0.1:8080, 4 slots of 4096 positions, a queue of 64, 1 MiB bodies (20 MiB
-    /// for a model that takes images), 128 prompt tokens per pass, 10 s of shutdown grace.
+    /// for a model that takes images), 128 prompt tokens per pass, 10 s of shutdown grace, the CLI's sampling
+    /// for omitted fields, no access log.
     pub fn new(model_id: impl Into<String>) -> Options {
         Options {
             addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
@@ -77,6 +83,8 @@ impl Options {
             shutdown_grace: Duration::from_secs(10),
             model_id: model_id.into(),
             handle_signals: false,
+            defaults: api::Defaults::default(),
+            access_log: false,
         }
     }
 
@@ -144,6 +152,8 @@ impl Server {
             created: responses::unix_now(),
             api_key: opts.api_key.clone(),
             max_body,
+            defaults: opts.defaults.clone(),
+            access_log: opts.access_log,
             scheduler: scheduler.clone(),
             metrics,
             preparing: Arc::new(tokio::sync::Semaphore::new(http::PREPARE_AT_ONCE)),
@@ -161,7 +171,8 @@ impl Server {
                 tokio::spawn(relay_stops(stop_rx.clone(), relay_to, opts.shutdown_grace));
                 let listener = tokio::net::TcpListener::from_std(listener)?;
                 let drained = wait_for(stop_rx.clone(), DRAIN);
-                let serving = axum::serve(listener, http::router(shared)).with_graceful_shutdown(drained);
+                let app = http::router(shared).into_make_service_with_connect_info::<SocketAddr>();
+                let serving = axum::serve(listener, app).with_graceful_shutdown(drained);
                 tokio::select! {
                     r = serving => r,
                     // A client that stops reading could hold its connection open for ever.

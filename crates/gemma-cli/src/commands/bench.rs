@@ -10,21 +10,25 @@ use super::common;
 
 #[derive(clap::Args)]
 #[command(after_help = "Examples:
-  gemma bench                                  default model: pp512, tg128, all cores, 3 repetitions
+  gemma bench                     default model: pp512, tg128, all cores, 3 reps
   gemma bench -m model.gguf -p 64,512 -n 128 -t 1,2 -r 5 --json
-  gemma bench -p 0 -n 128 -t 1,2 --bandwidth   decode against this machine's memory bandwidth
-  gemma bench -p 0 -n 64 -d 128,4096           decode after 128 and after 4096 positions of context
+  gemma bench -p 0 -n 128 -t 1,2 --bandwidth    decode against memory bandwidth
+  gemma bench -p 0 -n 64 -d 128,4096            decode after 128 and 4096 positions
 
 pp N: an N-token prompt processed in one pass (tokens/s).
-imageS: (vision models) one S×S image through the encoder and projector (images/s; the text's ms per image).
-tg N: N tokens generated one at a time after a 1-token prompt (tokens/s); sampling is skipped, so
-      the measured loop is the forward pass, as llama-bench measures it.
-@ dD: the same test after D positions of context (prefilled once, untimed, in 512-token chunks; each
-      repetition starts from a copy of that state), as llama-bench's -d. A Gemma KV cache grows with D
-      and attention reads all of it; RecurrentGemma's state does not grow past its attention window.
-Decoding reads every weight once per token, so tg also prints the weight bytes streamed per second;
-with --bandwidth that is set against the measured read bandwidth (ceiling = bandwidth / bytes per
-token). Side by side with llama.cpp: scripts/bench-vs-llamacpp.sh.")]
+imageS: (vision models) one S×S image through the encoder and projector
+  (images/s; the text's ms per image).
+tg N: N tokens generated one at a time after a 1-token prompt (tokens/s);
+  sampling is skipped, so the measured loop is the forward pass, as llama-bench
+  measures it.
+@ dD: the same test after D positions of context (prefilled once, untimed, in
+  512-token chunks; each repetition starts from a copy of that state), as
+  llama-bench's -d. A Gemma KV cache grows with D and attention reads all of
+  it; RecurrentGemma's state does not grow past its attention window.
+Decoding reads every weight once per token, so tg also prints the weight bytes
+streamed per second; with --bandwidth that is set against the measured read
+bandwidth (ceiling = bandwidth / bytes per token). Side by side with
+llama.cpp: scripts/bench-vs-llamacpp.sh.")]
 pub struct Args {
     /// A .gguf file or checkpoint folder (default: the default model, fetched if missing).
     #[arg(short, long)]

@@ -34,12 +34,16 @@ use super::common::{self, ModelArgs, SamplingArgs};
   /image FILE   attach a picture to your next message (Gemma 3 4B and up)
   /exit         leave (or Ctrl-D)                Ctrl-C       stop the current answer
 
+The default model is a base model: it continues text rather than answering.
+Chat with an instruction-tuned (-it) model, e.g. one in the Hugging Face cache.
+
 Examples:
-  gemma chat
+  gemma chat -m google/gemma-3-1b-it
   gemma chat -m model.gguf --system \"Answer in one sentence.\"
-  printf 'Hi!\\nWhat is 2+2?\\n' | gemma chat -q
-  printf '/image cat.jpg\\nWhat is in this picture?\\n' | gemma chat -m gemma-3-4b-it -q
-  gemma chat -m gemma-3-4b-it-q4_k_m.gguf --mmproj mmproj-gemma-3-4b-it-f16.gguf")]
+  printf 'Hi!\\nWhat is 2+2?\\n' | gemma chat -m google/gemma-3-1b-it -q
+  printf '/image cat.jpg\\nWhat is in it?\\n' | gemma chat -m ./gemma-3-4b-it -q
+  gemma chat -m gemma-3-4b-it-q4_k_m.gguf \\
+    --mmproj mmproj-gemma-3-4b-it-f16.gguf")]
 pub struct Args {
     #[command(flatten)]
     model: ModelArgs,
@@ -76,6 +80,10 @@ struct Attached {
 pub fn run(a: Args) -> Result<()> {
     let sampler = a.sampling.config()?;
     let l = common::load(&a.model)?;
+    if a.model.verbose {
+        eprintln!("seed: {} (--seed {} repeats this conversation)", sampler.seed, sampler.seed);
+    }
+    common::warn_if_base_model(&l, a.model.quiet, "in a chat");
     let (model, tok) = (&l.model, &l.tokenizer);
     let ctx = a.ctx_size.unwrap_or(model.config.context_len.min(8192)).min(model.config.context_len);
     let template = tok.chat_template();

@@ -10,12 +10,15 @@ use gemma::tokenizer::FimTokens;
 use super::common::{self, ModelArgs, SamplingArgs};
 
 #[derive(clap::Args)]
-#[command(after_help = "The prompt is <|fim_prefix|>PREFIX<|fim_suffix|>SUFFIX<|fim_middle|>; generation stops at
-<|file_separator|>, another <|fim_*|> token or EOS, and only the middle is printed.
+#[command(after_help = "The prompt is <|fim_prefix|>PREFIX<|fim_suffix|>SUFFIX<|fim_middle|>;
+generation stops at <|file_separator|>, another <|fim_*|> token or EOS, and
+only the middle is printed. It needs a CodeGemma model (the default model has
+no FIM tokens), e.g. google/codegemma-2b in the Hugging Face cache.
 
 Examples:
-  gemma complete -m codegemma-2b --prefix \"def add(a, b):\\n    \" --suffix \"\\n\\nprint(add(1, 2))\"
-  gemma complete -m codegemma-2b --file src/main.py --line 12 --column 5")]
+  gemma complete -m google/codegemma-2b --prefix \"def add(a, b):\\n    \" \\
+    --suffix \"\\n\\nprint(add(1, 2))\"
+  gemma complete -m google/codegemma-2b --file src/main.py --line 12 --column 5")]
 pub struct Args {
     /// Code before the cursor.
     #[arg(long, conflicts_with = "file")]
@@ -26,8 +29,10 @@ pub struct Args {
     /// A source file to split at --line and --column (1-based).
     #[arg(long, requires_all = ["line", "column"])]
     file: Option<PathBuf>,
+    /// With --file: the cursor's line, counted from 1.
     #[arg(long)]
     line: Option<usize>,
+    /// With --file: the cursor's column in characters, counted from 1.
     #[arg(long)]
     column: Option<usize>,
     #[command(flatten)]

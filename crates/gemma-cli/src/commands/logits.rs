@@ -9,21 +9,27 @@ use gemma::model::{Chunk, LogitsWanted, Scratch};
 
 #[derive(clap::Args)]
 #[command(after_help = "Examples:
-  gemma logits --model ./gemma-2b --ids 2,651,6037
-  gemma logits --model model.gguf --ids 2,818,5279 --decode --top 5
-  gemma logits --model ./paligemma-3b-pt-224 --image cat.jpg --ids 257152,...,257152,2,6737,...,108
-  gemma logits --model gemma-3-4b-it.gguf --mmproj mmproj.gguf --image cat.jpg --ids 2,105,...
+  gemma logits --ids 2,818,5279,529,7001,563 --top 2       default model
+  gemma logits -m ./gemma-2b --ids 2,651,6037
+  gemma logits -m model.gguf --ids 2,818,5279 --decode --top 5
+  gemma logits -m ./paligemma-3b-pt-224 --image cat.jpg \\
+    --ids 257152,...,257152,2,6737,...,108
+  gemma logits -m gemma-3-4b-it.gguf --mmproj mmproj.gguf --image cat.jpg \\
+    --ids 2,105,...
 
-With --image, the ids carry the image placeholders exactly as the model's processor lays them out
-(PaliGemma: tokens_per_image `<image>` ids per image, then <bos>, the prompt and a newline; Gemma 3: a
-block of `<image_soft_token>` ids per image). Each image goes through the model's preprocessing (resized
-to its size unless it already is) and the encoder, and its rows replace one block of placeholders, in order.
-PaliGemma's prefix (the first --prefix-len ids, default all) attends bidirectionally; Gemma 3's image
-blocks do. With --decode the bidirectional part goes in one pass, the rest one id at a time.")]
+With --image, the ids carry the image placeholders exactly as the model's
+processor lays them out (PaliGemma: tokens_per_image `<image>` ids per image,
+then <bos>, the prompt and a newline; Gemma 3: a block of `<image_soft_token>`
+ids per image). Each image goes through the model's preprocessing (resized to
+its size unless it already is) and the encoder, and its rows replace one block
+of placeholders, in order. PaliGemma's prefix (the first --prefix-len ids,
+default all) attends bidirectionally; Gemma 3's image blocks do. With --decode
+the bidirectional part goes in one pass, the rest one id at a time.")]
 pub struct Args {
-    /// A checkpoint folder (config.json + *.safetensors) or a .gguf file.
-    #[arg(short, long)]
-    model: PathBuf,
+    /// A .gguf file, a checkpoint folder (config.json + *.safetensors), or org/name of a model in the
+    /// Hugging Face cache. Default: the default model (as `gemma run`).
+    #[arg(short, long, value_name = "PATH|ORG/NAME")]
+    model: Option<PathBuf>,
     /// llama.cpp's mmproj .gguf (vision tower and projector) for a Gemma 3 text .gguf given as --model.
     #[arg(long, value_name = "FILE")]
     mmproj: Option<PathBuf>,
@@ -48,10 +54,10 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
+    let path = super::common::resolve_model(&a.model, false)?;
     let model = match &a.mmproj {
-        Some(mm) => gemma::load_with_mmproj(&a.model, mm)
-            .with_context(|| format!("loading {} with the vision tower of {}", a.model.display(), mm.display()))?,
-        None => gemma::load(&a.model).with_context(|| format!("loading {}", a.model.display()))?,
+        Some(mm) => gemma::load_with_mmproj(&path, mm).with_context(|| format!("loading {} with the vision tower of {}", path.display(), mm.display()))?,
+        None => gemma::load(&path).with_context(|| format!("loading {}", path.display()))?,
     };
     if a.ids.is_empty() {
         bail!("--ids is empty");

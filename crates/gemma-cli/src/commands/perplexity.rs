@@ -10,13 +10,14 @@ use gemma::tokenizer::EncodeOptions;
 use super::common::{self, ModelArgs};
 
 #[derive(clap::Args)]
-#[command(after_help = "How it is computed (as llama.cpp's llama-perplexity):
-  the text is tokenized once, with BOS; it is cut into non-overlapping chunks of --ctx tokens (the remainder is
-  dropped); each chunk's first token is replaced by BOS and the chunk is evaluated from an empty cache; the
-  second half of each chunk is scored: perplexity = exp(mean negative log-likelihood of those tokens).
+#[command(after_help = "How it is computed (as llama.cpp's llama-perplexity): the text is tokenized
+once, with BOS, and cut into non-overlapping chunks of --ctx tokens (the
+remainder is dropped); each chunk's first token is replaced by BOS and the
+chunk is evaluated from an empty cache; the second half of each chunk is
+scored: perplexity = exp(mean negative log-likelihood of those tokens).
 
 Examples:
-  gemma perplexity -f /usr/share/common-licenses/GPL-3
+  gemma perplexity -f README.md --chunks 4
   gemma perplexity -m model.gguf -f text.txt --ctx 512 --json")]
 pub struct Args {
     /// The text file.

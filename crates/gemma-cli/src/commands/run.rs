@@ -13,22 +13,31 @@ use super::common::{self, ModelArgs, SamplingArgs};
 
 #[derive(clap::Args)]
 #[command(after_help = "Examples:
-  gemma run \"The capital of France is\"                 default model, fetched on first use
+  gemma run \"The capital of France is\"      default model, fetched on first use
+  gemma run -n 32 --temperature 0 \"The capital of France is\"
   gemma run -m model.gguf -n 64 --temperature 0 \"def fibonacci(n):\"
   gemma run -f prompt.txt --seed 7 --stop \"\\n\\n\"
   echo \"Once upon a time\" | gemma run - --json
   gemma run -m ./paligemma-3b-pt-224 --image photo.jpg \"caption en\"
-  gemma run -m ./paligemma-3b-pt-224 --image photo.jpg \"detect cat ; dog\" --json --annotate boxes.png
+  gemma run -m ./paligemma-3b-pt-224 --image photo.jpg \"detect cat ; dog\" \\
+    --json --annotate boxes.png
 
-With --image (PaliGemma), the prompt is a task as the model was trained on: `caption en`, `answer en
-what is in the picture?`, `ocr`, `detect cat ; dog`, `segment cat`; it is laid out as the processor does
-(the image's tokens, <bos>, the prompt, a newline). Detections come back as <locNNNN> tokens, which --json
-turns into {\"label\", \"box\": [x0, y0, x1, y1]} in pixels of the original image and --annotate draws.
-Segmentation codes (<segNNN>) are printed, not decoded (their VQ-VAE is not part of the checkpoint).
-With a Gemma 3 4B+ checkpoint the prompt is a user turn instead (\"Describe this image.\"), rendered by the
-chat template with the image before the text, as transformers' Gemma3Processor does. A Gemma 3 .gguf
-takes its vision tower from llama.cpp's mmproj file:
-  gemma run -m gemma-3-4b-it.gguf --mmproj mmproj.gguf --image photo.jpg \"Describe this image.\"")]
+Each run draws a fresh seed (-v prints it, --json includes it); --seed repeats a
+run.
+
+With --image (PaliGemma), the prompt is a task as the model was trained on:
+`caption en`, `answer en what is in the picture?`, `ocr`, `detect cat ; dog`,
+`segment cat`; it is laid out as the processor does (the image's tokens,
+<bos>, the prompt, a newline). Detections come back as <locNNNN> tokens, which
+--json turns into {\"label\", \"box\": [x0, y0, x1, y1]} in pixels of the
+original image and --annotate draws. Segmentation codes (<segNNN>) are printed,
+not decoded (their VQ-VAE is not part of the checkpoint). With a Gemma 3 4B+
+checkpoint the prompt is a user turn instead (\"Describe this image.\"),
+rendered by the chat template with the image before the text, as transformers'
+Gemma3Processor does. A Gemma 3 .gguf takes its vision tower from llama.cpp's
+mmproj file:
+  gemma run -m gemma-3-4b-it.gguf --mmproj mmproj.gguf --image photo.jpg \\
+    \"Describe this image.\"")]
 pub struct Args {
     /// The prompt; `-` reads standard input.
     prompt: Option<String>,
@@ -57,7 +66,7 @@ pub struct Args {
     /// Treat special-token strings like `<start_of_turn>` in the prompt as plain text.
     #[arg(long)]
     raw: bool,
-    /// Print one JSON object (text, ids, finish_reason, timings) instead of streaming text.
+    /// Print one JSON object (text, ids, finish_reason, seed, timings) instead of streaming text.
     #[arg(long)]
     json: bool,
     /// An image for a vision-language model: PaliGemma (the prompt is then a task such as `caption en`) or
@@ -73,6 +82,9 @@ pub fn run(a: Args) -> Result<()> {
     let prompt = common::read_prompt(a.prompt.as_deref(), a.file.as_deref())?;
     let sampler = a.sampling.config()?;
     let l = common::load(&a.model)?;
+    if a.model.verbose {
+        eprintln!("seed: {} (--seed {} repeats this run)", sampler.seed, sampler.seed);
+    }
     let (model, tok) = (&l.model, &l.tokenizer);
     let ctx = a.ctx_size.unwrap_or(model.config.context_len.min(8192));
     if ctx < 2 || ctx > model.config.context_len {
@@ -95,6 +107,7 @@ pub fn run(a: Args) -> Result<()> {
         let tail = ids.split_off(ids.len() - keep);
         ids = bos.into_iter().chain(tail).collect();
     }
+    let seed = sampler.seed;
     let mut gen = Generation::new(model, ctx, sampler);
     let t_prompt = Instant::now();
     let bar = common::progress_bar(a.model.quiet || a.json, ids.len() as u64, "prompt");
@@ -118,6 +131,7 @@ pub fn run(a: Args) -> Result<()> {
             "text": text,
             "ids": generated,
             "finish_reason": finish.as_str(),
+            "seed": seed,
             "timings": {
                 "load_ms": l.load_time.as_secs_f64() * 1e3,
                 "prompt_tokens": ids.len(),
@@ -174,6 +188,7 @@ fn run_with_image(a: &Args, l: &common::Loaded, prompt: &str, path: &std::path::
         bail!("the prompt with its image is {} tokens, the context {ctx}: shorten it or raise --ctx-size", p.ids.len());
     }
     images.at = p.image_at.clone();
+    let seed = sampler.seed;
     let mut gen = Generation::new(model, ctx, sampler);
     let t_prompt = Instant::now();
     gen.feed_multimodal(&l.pool, &p.ids, &images.rows(), &p.bidirectional)?;
@@ -195,6 +210,7 @@ fn run_with_image(a: &Args, l: &common::Loaded, prompt: &str, path: &std::path::
             "ids": generated,
             "finish_reason": finish.as_str(),
             "detections": detections,
+            "seed": seed,
             "image": {"path": path.display().to_string(), "width": img.width(), "height": img.height()},
             "timings": {
                 "load_ms": l.load_time.as_secs_f64() * 1e3,

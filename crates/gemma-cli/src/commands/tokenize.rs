@@ -7,14 +7,16 @@ use gemma::tokenizer::EncodeOptions;
 
 #[derive(clap::Args)]
 #[command(after_help = "Examples:
-  gemma tokenize -m model.gguf \"The capital of France is\"        → 2,818,5279,529,7001,563
-  gemma tokenize -m model.gguf --json --no-bos \"<start_of_turn>user\"
-  gemma logits -m model.gguf --ids $(gemma tokenize -m model.gguf \"Hello\")")]
+  gemma tokenize \"The capital of France is\"      → 2,818,5279,529,7001,563
+  gemma tokenize --json --no-bos \"<start_of_turn>user\"
+  gemma tokenize -m model.gguf \"Hello\"
+  gemma logits --ids $(gemma tokenize \"Hello\") --top 3")]
 pub struct TokenizeArgs {
     /// The text to tokenize; `-` reads standard input.
     text: String,
-    /// A .gguf file or a checkpoint folder (tokenizer.json or tokenizer.model). Default: the default model.
-    #[arg(short, long)]
+    /// A .gguf file, a checkpoint folder (tokenizer.json or tokenizer.model), or org/name in the Hugging Face
+    /// cache. Default: the default model.
+    #[arg(short, long, value_name = "PATH|ORG/NAME")]
     model: Option<PathBuf>,
     /// Print {"ids": [...], "pieces": [...]} instead of comma-separated ids.
     #[arg(long)]
@@ -28,13 +30,13 @@ pub struct TokenizeArgs {
 }
 
 #[derive(clap::Args)]
-#[command(after_help = "Examples:\n  gemma detokenize -m model.gguf 2,818,5279,529,7001,563")]
+#[command(after_help = "Examples:\n  gemma detokenize 2,818,5279,529,7001,563\n  gemma detokenize -m model.gguf --render-special 2,818,5279")]
 pub struct DetokenizeArgs {
     /// Comma-separated token ids.
     #[arg(value_delimiter = ',', required = true)]
     ids: Vec<u32>,
-    /// A .gguf file or a checkpoint folder. Default: the default model.
-    #[arg(short, long)]
+    /// A .gguf file, a checkpoint folder, or org/name in the Hugging Face cache. Default: the default model.
+    #[arg(short, long, value_name = "PATH|ORG/NAME")]
     model: Option<PathBuf>,
     /// Write control tokens such as `<bos>` as text instead of leaving them out.
     #[arg(long)]
