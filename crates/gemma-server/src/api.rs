@@ -74,6 +74,9 @@ pub struct ChatRequest {
     pub logprobs: Option<bool>,
     pub tools: Option<Vec<Value>>,
     pub response_format: Option<Value>,
+    /// Variables for the chat template, as vLLM's and llama.cpp's servers take them; only `enable_thinking`
+    /// (Gemma 4: think before answering) is honoured.
+    pub chat_template_kwargs: Option<serde_json::Map<String, Value>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -230,6 +233,8 @@ pub struct Prepared {
     pub images: Vec<ImageInput>,
     /// PaliGemma's image's size in pixels (width, height), for the boxes of its answer.
     pub image_size: Option<(u32, u32)>,
+    /// A chat answer: Gemma 4's thoughts go to `reasoning_content`, not into the text.
+    pub split_thoughts: bool,
 }
 
 impl Request<ChatRequest> {
@@ -266,6 +271,8 @@ impl Request<ChatRequest> {
         if req.messages.is_empty() {
             return Err(ApiError::invalid_param("messages", "`messages` must hold at least one message"));
         }
+        let template = l.template.clone().with_thinking(enable_thinking(req.chat_template_kwargs.as_ref())?);
+        let l = &Limits { template: &template, ..*l };
         let mut images = Vec::new();
         let gemma3 = l.vision.is_some_and(|v| v.projector == Projector::Gemma3);
         let messages =
@@ -305,6 +312,7 @@ impl Request<ChatRequest> {
         let mut p = prepare_common(common, prompt, l)?;
         p.images = images;
         p.image_size = image_size;
+        p.split_thoughts = true;
         Ok(p)
     }
 }
@@ -470,6 +478,21 @@ impl Request<CompletionRequest> {
 /// Where an image part stands in a Gemma 3 message's text (the template's rendering of an image part).
 const IMAGE_MARKER: &str = "<start_of_image>";
 
+/// `chat_template_kwargs.enable_thinking` (default off); any other variable is refused, naming it.
+fn enable_thinking(kwargs: Option<&serde_json::Map<String, Value>>) -> Result<bool, ApiError> {
+    let Some(kwargs) = kwargs else { return Ok(false) };
+    let mut on = false;
+    for (k, v) in kwargs {
+        let param = format!("chat_template_kwargs.{k}");
+        match (k.as_str(), v) {
+            ("enable_thinking", Value::Bool(b)) => on = *b,
+            ("enable_thinking", _) => return Err(ApiError::invalid_param(param, "`enable_thinking` must be true or false")),
+            _ => return Err(ApiError::invalid_param(param.clone(), format!("`{param}` is not supported: only `enable_thinking` is"))),
+        }
+    }
+    Ok(on)
+}
+
 fn unsupported(field: &str) -> ApiError {
     ApiError::invalid_param(field, format!("`{field}` is not supported by this server"))
 }
@@ -604,6 +627,7 @@ fn prepare_common(c: CommonParams, p: Prompt, l: &Limits) -> Result<Prepared, Ap
         model: c.model,
         images: Vec::new(),
         image_size: None,
+        split_thoughts: false,
     })
 }
 

@@ -313,6 +313,7 @@ async fn generate(app: &Shared, p: Prepared, endpoint: Endpoint, access: Access)
         stop_strings: p.stop_strings,
         stop_ids: p.stop_ids,
         images: p.images,
+        split_thoughts: p.split_thoughts,
         events,
     };
     app.scheduler.submit(job).map_err(|e| match e {
@@ -333,6 +334,7 @@ async fn generate(app: &Shared, p: Prepared, endpoint: Endpoint, access: Access)
         return Ok(Sse::new(sse_events(EventStream::new(meta, first, rx, access))).into_response());
     }
     let mut text = String::new();
+    let mut reasoning = String::new();
     let mut next = Some(first);
     loop {
         let event = match next.take() {
@@ -341,11 +343,12 @@ async fn generate(app: &Shared, p: Prepared, endpoint: Endpoint, access: Access)
         };
         match event {
             Some(Event::Text(t)) => text.push_str(&t),
+            Some(Event::Reasoning(t)) => reasoning.push_str(&t),
             Some(Event::Done(f)) => {
                 if let Some(a) = &access {
                     a.finished(&f);
                 }
-                return Ok(Json(meta.response(&text, &f)).into_response());
+                return Ok(Json(meta.response(&text, &reasoning, &f)).into_response());
             }
             Some(Event::Failed(f)) => return Err(failure_error(f)),
             None => return Err(ApiError::shutting_down()),
@@ -381,6 +384,7 @@ impl EventStream {
             };
             match event {
                 Some(Event::Text(t)) => self.queue.push_back(data(&self.meta.chunk(&t, None))),
+                Some(Event::Reasoning(t)) => self.queue.push_back(data(&self.meta.reasoning_chunk(&t))),
                 Some(Event::Done(f)) => {
                     if let Some(a) = &self.access {
                         a.finished(&f);

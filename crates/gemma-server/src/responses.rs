@@ -61,11 +61,15 @@ impl Meta {
         }
     }
 
-    /// The whole response of a non-streaming request.
-    pub fn response(&self, text: &str, f: &Finished) -> Value {
+    /// The whole response of a non-streaming request. A chat answer's `reasoning` (Gemma 4's thoughts) goes in
+    /// the message's `reasoning_content`, as llama.cpp's and vLLM's servers put it, when there is any.
+    pub fn response(&self, text: &str, reasoning: &str, f: &Finished) -> Value {
         let choice = match self.endpoint {
             Endpoint::Chat => {
                 let mut message = json!({ "role": "assistant", "content": text });
+                if !reasoning.is_empty() {
+                    message["reasoning_content"] = json!(reasoning);
+                }
                 if let Some((w, h)) = self.image_size {
                     let found = parse_detections(text, w, h);
                     if !found.is_empty() {
@@ -100,6 +104,11 @@ impl Meta {
             (Endpoint::Completion, _) => json!({ "index": 0, "text": text, "logprobs": null, "finish_reason": reason }),
         };
         self.chunk_with(choice)
+    }
+
+    /// A chat stream chunk with a piece of the model's thoughts: `delta.reasoning_content`.
+    pub fn reasoning_chunk(&self, text: &str) -> Value {
+        self.chunk_with(json!({ "index": 0, "delta": { "reasoning_content": text }, "logprobs": null, "finish_reason": null }))
     }
 
     /// The last chunk when `stream_options.include_usage` is set: no choices, the usage.
@@ -141,7 +150,7 @@ mod tests {
     fn shapes() {
         let f = Finished { reason: FinishReason::Length, prompt_tokens: 3, completion_tokens: 2 };
         let m = Meta::new(Endpoint::Chat, "m".into(), false);
-        let r = m.response("hi", &f);
+        let r = m.response("hi", "", &f);
         assert_eq!(r["object"], "chat.completion");
         assert_eq!(r["choices"][0]["message"]["content"], "hi");
         assert_eq!(r["choices"][0]["finish_reason"], "length");
@@ -162,10 +171,10 @@ mod tests {
         let mut m = Meta::new(Endpoint::Chat, "m".into(), false);
         let text = "<loc0256><loc0000><loc0512><loc1024> cat ; <loc0000><loc0512><loc1024><loc1024> dog";
         // Without an image, or without location tokens, there is no `detections`.
-        assert!(m.response(text, &f)["choices"][0]["message"].get("detections").is_none());
+        assert!(m.response(text, "", &f)["choices"][0]["message"].get("detections").is_none());
         m.image_size = Some((200, 100));
-        assert!(m.response("a cat", &f)["choices"][0]["message"].get("detections").is_none());
-        let r = m.response(text, &f);
+        assert!(m.response("a cat", "", &f)["choices"][0]["message"].get("detections").is_none());
+        let r = m.response(text, "", &f);
         let d = &r["choices"][0]["message"]["detections"];
         assert_eq!(d, &json!([{"label": "cat", "box": [0.0, 25.0, 200.0, 50.0]}, {"label": "dog", "box": [100.0, 0.0, 200.0, 100.0]}]), "{r}");
         assert_eq!(r["choices"][0]["message"]["content"], text);

@@ -53,6 +53,8 @@ pub struct Job {
     pub stop_ids: Vec<u32>,
     /// Images whose rows replace placeholders of the prompt, in prompt order.
     pub images: Vec<ImageInput>,
+    /// Split Gemma 4's thought channel off the text (a chat answer): it comes as `Event::Reasoning`.
+    pub split_thoughts: bool,
     pub events: UnboundedSender<Event>,
 }
 
@@ -82,6 +84,8 @@ struct ImageRows {
 pub enum Event {
     /// The next piece of the output (never empty).
     Text(String),
+    /// The next piece of the model's thoughts (never empty; only with `Job::split_thoughts`).
+    Reasoning(String),
     Done(Finished),
     /// The generation cannot go on; the text already sent stands.
     Failed(Failure),
@@ -250,6 +254,7 @@ impl<'t> Seq<'t> {
     fn advance(&mut self, logits: &[f32]) -> bool {
         let tok = self.sampler.sample(logits, &self.history);
         let step = self.text.push(tok);
+        self.send_reasoning(step.reasoning);
         self.send_text(step.text);
         if step.stop.is_some() {
             return true;
@@ -269,9 +274,16 @@ impl<'t> Seq<'t> {
         }
     }
 
+    fn send_reasoning(&self, text: String) {
+        if !text.is_empty() {
+            let _ = self.job.events.send(Event::Reasoning(text));
+        }
+    }
+
     /// Send what the text stream still holds, then `Done`.
     fn finish(&mut self) {
         let end = self.text.finish();
+        self.send_reasoning(end.reasoning);
         self.send_text(end.text);
         let done = Finished { reason: end.reason, prompt_tokens: self.job.prompt.len(), completion_tokens: self.generated() };
         let _ = self.job.events.send(Event::Done(done));
@@ -382,7 +394,8 @@ impl<'a> Worker<'a> {
         history.extend_from_slice(&job.prompt);
         self.active.push(Seq {
             sampler: Sampler::new(job.sampler.clone()),
-            text: TextStream::new(self.tok, job.stop_ids.clone(), job.stop_strings.clone()),
+            text: TextStream::new(self.tok, job.stop_ids.clone(), job.stop_strings.clone())
+                .split_thoughts(if job.split_thoughts { self.tok.thought_channel() } else { None }),
             state,
             fed: 0,
             last: [0],

@@ -246,3 +246,27 @@ fn e2b_agrees_with_llama_cpp_where_it_runs() {
 // row's logits by whole units): a loose bound, not an exactness claim, which F32 makes.
 const Q8_TOLERANCE_E2B: f32 = 1.06;
 const Q8_TOLERANCE_MOE: f32 = 7.6;
+
+#[derive(Deserialize)]
+struct Tokenized {
+    texts: Vec<String>,
+    llamacpp: Vec<Vec<u32>>,
+    transformers: Vec<Vec<u32>>,
+}
+
+/// Gemma 4's GGUF tokenizer (`tokenizer.ggml.model` = `gemma4`: tokenizer.json's pieces and its merges list) encodes
+/// as llama.cpp does with the file and as transformers does with the tokenizer.json it was converted from
+/// (tools/fixtures/gemma4_gguf_tokenize.py), and decodes back to the text.
+#[test]
+fn gemma4_gguf_tokenizer_matches_llamacpp_and_transformers() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/tiny/gemma4_moe/gguf");
+    let r: Tokenized = serde_json::from_str(&std::fs::read_to_string(dir.join("tokenize.json")).unwrap()).unwrap();
+    let tok = gemma::load_tokenizer(&dir.join("model.f32.gguf")).unwrap();
+    let opts = gemma::tokenizer::EncodeOptions { add_bos: false, parse_special: false };
+    for ((text, ll), hf) in r.texts.iter().zip(&r.llamacpp).zip(&r.transformers) {
+        assert_eq!(ll, hf, "the references disagree on {text:?}");
+        let ids = tok.encode(text, opts);
+        assert_eq!(&ids, ll, "{text:?}");
+        assert_eq!(tok.decode(&ids).unwrap(), *text, "{text:?}");
+    }
+}

@@ -13,6 +13,10 @@
 //! (`<start_of_image>`, expanded to the image's soft tokens as `Gemma3Processor` does). Its rows are kept
 //! with the conversation, so the image is encoded once; its tokens stay in the cache like any other, and a
 //! rewind never stops inside an image's block.
+//!
+//! Gemma 4 can think before it answers (`--think`, the template's `enable_thinking`): its thoughts, written in
+//! a thought channel, are kept out of the answer and the conversation; `--show-thinking` prints them (dimmed,
+//! on standard error) as they come.
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::ops::Range;
@@ -43,15 +47,24 @@ Examples:
   printf 'Hi!\\nWhat is 2+2?\\n' | gemma chat -m google/gemma-3-1b-it -q
   printf '/image cat.jpg\\nWhat is in it?\\n' | gemma chat -m ./gemma-3-4b-it -q
   gemma chat -m gemma-3-4b-it-q4_k_m.gguf \\
-    --mmproj mmproj-gemma-3-4b-it-f16.gguf")]
+    --mmproj mmproj-gemma-3-4b-it-f16.gguf
+  gemma chat -m gemma-4-E2B-it-Q4_K_M.gguf --think --show-thinking")]
 pub struct Args {
     #[command(flatten)]
     model: ModelArgs,
     #[command(flatten)]
     sampling: SamplingArgs,
-    /// A system prompt (Gemma folds it into the first user turn).
+    /// A system prompt (Gemma 1-3 fold it into the first user turn; Gemma 4 has a system turn).
     #[arg(long)]
     system: Option<String>,
+    /// Gemma 4: let the model think before it answers (the chat template's `enable_thinking`). Its thoughts
+    /// are not part of the answer; see --show-thinking.
+    #[arg(long)]
+    think: bool,
+    /// Print the model's thoughts (Gemma 4's thought channel) on standard error as they come, dimmed on a
+    /// terminal. They are never part of the answer or of the conversation.
+    #[arg(long)]
+    show_thinking: bool,
     /// Most tokens per answer.
     #[arg(short = 'n', long, default_value_t = 1024)]
     max_tokens: usize,
@@ -86,7 +99,10 @@ pub fn run(a: Args) -> Result<()> {
     common::warn_if_base_model(&l, a.model.quiet, "in a chat");
     let (model, tok) = (&l.model, &l.tokenizer);
     let ctx = a.ctx_size.unwrap_or(model.config.context_len.min(8192)).min(model.config.context_len);
-    let template = tok.chat_template();
+    let template = tok.chat_template().with_thinking(a.think);
+    if a.think && tok.thought_channel().is_none() && !a.model.quiet {
+        eprintln!("warning: --think: this vocabulary has no thought channel (<|channel>, <channel|>): the template may ignore it");
+    }
     let stop_ids = gemma::runtime::stop_token_ids(model, tok);
     let interactive = std::io::stdin().is_terminal();
     ctrlc::set_handler(|| {
@@ -181,7 +197,7 @@ pub fn run(a: Args) -> Result<()> {
         let n_images = pending.len();
         messages.push(Message::new("user", format!("{}{input}", IMAGE_MARKER.repeat(n_images))));
         attached.extend(pending.drain(..).map(|(path, rows)| Attached { message: messages.len() - 1, path, rows }));
-        match answer(&l, &mut gen, &template, &messages, &attached, &stop_ids, a.max_tokens) {
+        match answer(&l, &mut gen, &template, &messages, &attached, &stop_ids, a.max_tokens, a.show_thinking) {
             Ok(reply) => messages.push(Message::new("assistant", reply)),
             Err(e) => {
                 // The message and its images go back to where they were: the images wait for the next one.
@@ -233,7 +249,9 @@ fn encode_image(l: &common::Loaded, path: &Path) -> Result<Vec<f32>> {
     l.model.embed_image(&l.pool, &pixels).with_context(|| format!("encoding {}", path.display()))
 }
 
-/// Render the conversation, feed what the cache lacks, and stream the model's answer.
+/// Render the conversation, feed what the cache lacks, and stream the model's answer (its thoughts to standard
+/// error with `show_thinking`); returns the answer.
+#[allow(clippy::too_many_arguments)]
 fn answer(
     l: &common::Loaded,
     gen: &mut Generation,
@@ -242,6 +260,7 @@ fn answer(
     images: &[Attached],
     stop_ids: &[u32],
     max_tokens: usize,
+    show_thinking: bool,
 ) -> Result<String> {
     let tok = &l.tokenizer;
     let (ids, spans) = match (&l.model.config.vision, images.is_empty()) {
@@ -281,22 +300,66 @@ fn answer(
         let spans: Vec<Range<usize>> = new.iter().map(|(s, _)| s.start - fed_from..s.end - fed_from).collect();
         gen.feed_multimodal(&l.pool, &ids[fed_from..], &rows, &spans)?;
     }
-    let mut stream = TextStream::new(tok, stop_ids.to_vec(), Vec::new());
+    let mut stream = TextStream::new(tok, stop_ids.to_vec(), Vec::new()).split_thoughts(tok.thought_channel());
     let mut out = std::io::stdout().lock();
     let mut reply = String::new();
+    let mut thoughts = Thoughts::new(show_thinking);
     INTERRUPTED.store(false, Ordering::SeqCst);
     GENERATING.store(true, Ordering::SeqCst);
-    let result = gen.generate(&l.pool, &mut stream, max_tokens, |piece| -> Result<bool> {
+    let result = gen.generate_parts(&l.pool, &mut stream, max_tokens, |piece, thought| -> Result<bool> {
+        thoughts.write(thought)?;
+        if !piece.is_empty() {
+            thoughts.end()?;
+        }
         reply.push_str(piece);
         out.write_all(piece.as_bytes())?;
         out.flush()?;
         Ok(!INTERRUPTED.load(Ordering::SeqCst))
     });
     GENERATING.store(false, Ordering::SeqCst);
+    thoughts.end()?;
     result?;
     writeln!(out)?;
     if INTERRUPTED.load(Ordering::SeqCst) {
         eprintln!("(stopped)");
     }
     Ok(reply)
+}
+
+/// The model's thoughts on standard error (with --show-thinking): dimmed on a terminal, ended by a newline
+/// before the answer starts.
+struct Thoughts {
+    show: bool,
+    dim: bool,
+    open: bool,
+}
+
+impl Thoughts {
+    fn new(show: bool) -> Self {
+        Thoughts { show, dim: std::io::stderr().is_terminal(), open: false }
+    }
+
+    fn write(&mut self, text: &str) -> Result<()> {
+        if !self.show || text.is_empty() {
+            return Ok(());
+        }
+        let mut err = std::io::stderr().lock();
+        if !self.open && self.dim {
+            err.write_all(b"\x1b[2m")?;
+        }
+        self.open = true;
+        err.write_all(text.as_bytes())?;
+        err.flush()?;
+        Ok(())
+    }
+
+    fn end(&mut self) -> Result<()> {
+        if self.open {
+            let mut err = std::io::stderr().lock();
+            err.write_all(if self.dim { b"\x1b[0m\n" } else { b"\n" })?;
+            err.flush()?;
+            self.open = false;
+        }
+        Ok(())
+    }
 }

@@ -124,15 +124,27 @@ impl<'m> Generation<'m> {
         max_tokens: usize,
         mut emit: impl FnMut(&str) -> std::result::Result<bool, E>,
     ) -> std::result::Result<FinishReason, E> {
+        self.generate_parts(pool, text, max_tokens, |answer, _| emit(answer))
+    }
+
+    /// As [`generate`](Self::generate), with the model's thoughts apart: `emit(answer, reasoning)` (see
+    /// [`TextStream::split_thoughts`]; without it `reasoning` is always empty).
+    pub fn generate_parts<E: From<Error>>(
+        &mut self,
+        pool: &ThreadPool,
+        text: &mut TextStream,
+        max_tokens: usize,
+        mut emit: impl FnMut(&str, &str) -> std::result::Result<bool, E>,
+    ) -> std::result::Result<FinishReason, E> {
         while text.ids().len() < max_tokens {
             let Some(step) = self.step(pool, text)? else { break };
-            let go_on = emit(&step.text)?;
+            let go_on = emit(&step.text, &step.reasoning)?;
             if step.stop.is_some() || !go_on {
                 break;
             }
         }
         let end = text.finish();
-        emit(&end.text)?;
+        emit(&end.text, &end.reasoning)?;
         Ok(end.reason)
     }
 }

@@ -8,11 +8,12 @@
 use crate::model::Model;
 use crate::tokenizer::Tokenizer;
 
-/// Ids that end a generation: the model's EOS ids, the tokenizer's, and `<end_of_turn>`.
+/// Ids that end a generation: the model's EOS ids, the tokenizer's, and the end of a turn (`<end_of_turn>`,
+/// Gemma 4's `<turn|>`).
 pub fn stop_token_ids(model: &Model, tok: &Tokenizer) -> Vec<u32> {
     let mut v = model.config.eos_ids.clone();
     v.extend(tok.eos_id());
-    v.extend(tok.token_id("<end_of_turn>"));
+    v.extend(crate::tokenizer::END_OF_TURN.iter().filter_map(|p| tok.token_id(p)));
     v.sort_unstable();
     v.dedup();
     v

@@ -10,7 +10,10 @@
 //! {reply}<end_of_turn>
 //! <start_of_turn>model
 //! ```
-//! Gemma has no system role: a leading system message is folded into the first user turn.
+//! Gemma 1-3 have no system role: a leading system message is folded into the first user turn. Gemma 4
+//! writes turns as `<|turn>user\n…<turn|>`, has a system turn and a thinking switch (`enable_thinking`,
+//! [`ChatTemplate::with_thinking`]); its built-in format is `templates/gemma4.jinja`, used when a vocabulary
+//! with Gemma 4's turn tokens ships no template.
 
 use std::path::Path;
 
@@ -37,7 +40,12 @@ pub struct ChatTemplate {
     source: String,
     bos_token: String,
     eos_token: String,
+    /// Passed to the template as `enable_thinking` (Gemma 4: the model thinks in a thought channel first).
+    thinking: bool,
 }
+
+/// Gemma 4's turn format, used when a checkpoint with Gemma 4's vocabulary ships no template; see the file.
+const GEMMA4_TEMPLATE: &str = include_str!("templates/gemma4.jinja");
 
 /// Gemma's turn format, used when a checkpoint ships no template. Written to render exactly what the
 /// official Gemma 3 template renders for text conversations (the tests hold it to that); as there, the
@@ -62,12 +70,29 @@ const GEMMA_TEMPLATE: &str = "{{ bos_token }}
 impl ChatTemplate {
     /// A template from its Jinja source.
     pub fn new(source: String, bos_token: String, eos_token: String) -> Self {
-        ChatTemplate { source, bos_token, eos_token }
+        ChatTemplate { source, bos_token, eos_token, thinking: false }
     }
 
     /// Gemma's built-in turn format.
     pub fn gemma(bos_token: String, eos_token: String) -> Self {
         ChatTemplate::new(GEMMA_TEMPLATE.to_string(), bos_token, eos_token)
+    }
+
+    /// Gemma 4's built-in turn format (`<|turn>role\n…<turn|>`, a system turn, the thinking switch).
+    pub fn gemma4(bos_token: String, eos_token: String) -> Self {
+        ChatTemplate::new(GEMMA4_TEMPLATE.to_string(), bos_token, eos_token)
+    }
+
+    /// The same template with `enable_thinking` set: Gemma 4's templates then ask the model to think first
+    /// (`<|think|>` in the system turn) instead of opening its turn with an empty thought channel. Templates
+    /// that do not read the variable are unaffected.
+    pub fn with_thinking(mut self, on: bool) -> Self {
+        self.thinking = on;
+        self
+    }
+
+    pub fn thinking(&self) -> bool {
+        self.thinking
     }
 
     pub fn source(&self) -> &str {
@@ -86,6 +111,7 @@ impl ChatTemplate {
             add_generation_prompt => add_generation_prompt,
             bos_token => &self.bos_token,
             eos_token => &self.eos_token,
+            enable_thinking => self.thinking,
         })
         .map_err(err)
     }
@@ -108,7 +134,8 @@ impl super::Tokenizer {
 }
 
 /// A Jinja environment configured as `transformers` configures its own: blocks trimmed and left-stripped,
-/// `raise_exception` available, and the few Python string methods templates call.
+/// `raise_exception` available, and the Python `str`/`dict`/`list` methods templates call (`.strip()`,
+/// `.split(x)`, `.startswith(x)`, `.get(k)`, `.items()`, ...: minijinja-contrib's pycompat).
 fn environment() -> Environment<'static> {
     let mut env = Environment::new();
     env.set_trim_blocks(true);
@@ -116,25 +143,8 @@ fn environment() -> Environment<'static> {
     env.add_function("raise_exception", |msg: String| -> Result<Value, minijinja::Error> {
         Err(minijinja::Error::new(ErrorKind::InvalidOperation, msg))
     });
-    env.set_unknown_method_callback(string_methods);
+    env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
     env
-}
-
-/// `str.strip()`, `.lstrip()`, `.rstrip()`, `.startswith(x)`, `.endswith(x)`, `.upper()`, `.lower()`.
-fn string_methods(_: &minijinja::State, value: &Value, method: &str, args: &[Value]) -> Result<Value, minijinja::Error> {
-    let unknown = || minijinja::Error::new(ErrorKind::UnknownMethod, format!("no method `{method}` here"));
-    let s = value.as_str().ok_or_else(unknown)?;
-    let arg = |i: usize| args.get(i).and_then(|a| a.as_str());
-    Ok(match (method, args.len()) {
-        ("strip", 0) => Value::from(s.trim()),
-        ("lstrip", 0) => Value::from(s.trim_start()),
-        ("rstrip", 0) => Value::from(s.trim_end()),
-        ("upper", 0) => Value::from(s.to_uppercase()),
-        ("lower", 0) => Value::from(s.to_lowercase()),
-        ("startswith", 1) => Value::from(s.starts_with(arg(0).ok_or_else(unknown)?)),
-        ("endswith", 1) => Value::from(s.ends_with(arg(0).ok_or_else(unknown)?)),
-        _ => return Err(unknown()),
-    })
 }
 
 /// The fields of `tokenizer_config.json` the tokenizer uses.
@@ -198,6 +208,37 @@ mod tests {
     fn python_string_methods() {
         let t = ChatTemplate::new("{{ messages[0].content.strip().upper() }}".into(), String::new(), String::new());
         assert_eq!(t.render(&[Message::new("user", "  hi ")], false).unwrap(), "HI");
+        // What Gemma 4's official template calls: str.split and dict.get.
+        let t = ChatTemplate::new("{{ messages[0].content.split('|')[1] }}{{ messages[0].get('x', 'none') }}".into(), String::new(), String::new());
+        assert_eq!(t.render(&[Message::new("user", "a|b")], false).unwrap(), "bnone");
+    }
+
+    fn gemma4() -> ChatTemplate {
+        ChatTemplate::gemma4("<bos>".into(), "<eos>".into())
+    }
+
+    /// The published Gemma 4 format (google/gemma-4-*-it chat_template.jinja, 2026-07-09), written out by hand
+    /// for a few conversations; tests/tokenizer_parity.rs holds the built-in to transformers' rendering of it
+    /// for many more.
+    #[test]
+    fn builtin_gemma4_format() {
+        let msgs = [Message::new("user", " Hi! ")];
+        assert_eq!(gemma4().render(&msgs, true).unwrap(), "<bos><|turn>user\nHi!<turn|>\n<|turn>model\n<|channel>thought\n<channel|>");
+        assert_eq!(
+            gemma4().with_thinking(true).render(&msgs, true).unwrap(),
+            "<bos><|turn>system\n<|think|>\n<turn|>\n<|turn>user\nHi!<turn|>\n<|turn>model\n"
+        );
+        let msgs = [
+            Message::new("system", " Be brief. "),
+            Message::new("user", "Hi"),
+            Message::new("assistant", "<|channel>thought\nThey greet me.<channel|>Hello."),
+            Message::new("user", "Bye"),
+        ];
+        assert_eq!(
+            gemma4().with_thinking(true).render(&msgs, false).unwrap(),
+            "<bos><|turn>system\n<|think|>\nBe brief.<turn|>\n<|turn>user\nHi<turn|>\n<|turn>model\nHello.<turn|>\n\
+             <|turn>user\nBye<turn|>\n"
+        );
     }
 
     #[test]

@@ -7,6 +7,10 @@
 //! - every non-normal piece gets the placeholder score -1000, whereas SentencePiece ranks user-defined
 //!   pieces above all learned merges (see [`super::rank_user_defined_first`]).
 //!
+//! Gemma 4's files (`tokenizer.ggml.model` = `gemma4`) are written from `tokenizer.json` instead: the pieces as
+//! they are there, placeholder scores, and the merges list (`tokenizer.ggml.merges`, "a b" in priority order),
+//! from which the merge scores are taken exactly as from `tokenizer.json`.
+//!
 //! Token kinds are taken as the file declares them. For Gemma 3, llama.cpp's converter declares `<unusedN>`
 //! and `<mask>` control and `<start_of_image>`/`<end_of_image>` user-defined, the reverse of
 //! `tokenizer.json`; so with special-token parsing off those strings encode differently by source, exactly
@@ -21,14 +25,18 @@ const SRC: &str = "GGUF metadata";
 
 /// Builds the vocabulary from a GGUF file's metadata.
 pub fn vocab_from_gguf(meta: &BTreeMap<String, Value>) -> crate::Result<Vocab> {
-    match meta.get("tokenizer.ggml.model") {
-        Some(Value::String(m)) if m == "llama" => {}
+    let merges_file = match meta.get("tokenizer.ggml.model") {
+        Some(Value::String(m)) if m == "llama" => false,
+        Some(Value::String(m)) if m == "gemma4" => true,
         Some(Value::String(m)) => {
-            return Err(tok_err(SRC, format!("tokenizer.ggml.model is `{m}`; Gemma uses `llama` (SentencePiece BPE)")))
+            return Err(tok_err(
+                SRC,
+                format!("tokenizer.ggml.model is `{m}`; Gemma uses `llama` (SentencePiece BPE) or, for Gemma 4, `gemma4` (BPE with merges)"),
+            ))
         }
         Some(_) => return Err(tok_err(SRC, "tokenizer.ggml.model is not a string")),
         None => return Err(tok_err(SRC, "no tokenizer.ggml.model: the file carries no tokenizer")),
-    }
+    };
     if let Some(Value::Bool(true)) = meta.get("tokenizer.ggml.add_space_prefix") {
         return Err(tok_err(SRC, "tokenizer.ggml.add_space_prefix is true; Gemma tokenizers add no dummy prefix"));
     }
@@ -45,9 +53,13 @@ pub fn vocab_from_gguf(meta: &BTreeMap<String, Value>) -> crate::Result<Vocab> {
         };
         pieces.push(if kinds[i] == TokenKind::UserDefined { s.replace(' ', "\u{2581}") } else { s.clone() });
     }
-    let scores = match array(meta, "tokenizer.ggml.scores")? {
-        Some(s) => scores(s, &kinds)?,
-        None => return Err(tok_err(SRC, "no tokenizer.ggml.scores: SentencePiece BPE needs the piece scores")),
+    let scores = match (merges_file, array(meta, "tokenizer.ggml.scores")?) {
+        (true, _) => {
+            let merges = array(meta, "tokenizer.ggml.merges")?.ok_or_else(|| tok_err(SRC, "no tokenizer.ggml.merges: a `gemma4` tokenizer is BPE by merges"))?;
+            super::hf_json::scores_from_merges(&pieces, &merges_list(merges)?, SRC)?
+        }
+        (false, Some(s)) => scores(s, &kinds)?,
+        (false, None) => return Err(tok_err(SRC, "no tokenizer.ggml.scores: SentencePiece BPE needs the piece scores")),
     };
     let mut vocab = Vocab {
         pieces,
@@ -63,7 +75,9 @@ pub fn vocab_from_gguf(meta: &BTreeMap<String, Value>) -> crate::Result<Vocab> {
             _ => None,
         },
     };
-    super::rank_user_defined_first(&mut vocab);
+    if !merges_file {
+        super::rank_user_defined_first(&mut vocab);
+    }
     vocab.validate(SRC)?;
     Ok(vocab)
 }
@@ -87,6 +101,21 @@ fn kinds(types: &[Value], n: usize) -> crate::Result<Vec<TokenKind>> {
             int(v)
                 .and_then(TokenKind::from_sentencepiece)
                 .ok_or_else(|| tok_err(SRC, format!("tokenizer.ggml.token_type[{i}] = {v:?} is not a token type 1..6")))
+        })
+        .collect()
+}
+
+/// `tokenizer.ggml.merges`: "left right" strings (the pieces themselves hold no ASCII space: spaces are `▁`).
+fn merges_list(values: &[Value]) -> crate::Result<Vec<super::hf_json::Merge>> {
+    values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| match v {
+            Value::String(m) => match m.split_once(' ') {
+                Some((a, b)) => Ok(super::hf_json::Merge(a.to_string(), b.to_string())),
+                None => Err(tok_err(SRC, format!("tokenizer.ggml.merges[{i}] = {m:?} is not two pieces separated by a space"))),
+            },
+            _ => Err(tok_err(SRC, format!("tokenizer.ggml.merges[{i}] is not a string"))),
         })
         .collect()
 }

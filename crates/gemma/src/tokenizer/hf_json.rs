@@ -76,7 +76,7 @@ impl<'de> Deserialize<'de> for Entries {
 }
 
 /// One merge, written `"a b"` (older files) or `["a", "b"]`.
-struct Merge(String, String);
+pub(super) struct Merge(pub String, pub String);
 
 impl<'de> Deserialize<'de> for Merge {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -204,7 +204,7 @@ fn pieces_and_kinds(file: &File, src: &str) -> crate::Result<(Vec<String>, Vec<T
 }
 
 /// Score of each piece: minus the rank of the first merge that produces it; NO_MERGE if none does.
-fn scores_from_merges(pieces: &[String], merges: &[Merge], src: &str) -> crate::Result<Vec<f32>> {
+pub(super) fn scores_from_merges(pieces: &[String], merges: &[Merge], src: &str) -> crate::Result<Vec<f32>> {
     if merges.len() >= 1 << 24 {
         return Err(tok_err(src, format!("{} merges: ranks past 2^24 would not be exact as scores", merges.len())));
     }

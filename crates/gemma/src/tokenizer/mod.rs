@@ -198,27 +198,41 @@ impl Tokenizer {
         self.vocab.unk
     }
 
-    /// Ids that end a generated reply: EOS and, for instruction-tuned Gemma, `<end_of_turn>`.
+    /// Ids that end a generated reply: EOS and, for instruction-tuned Gemma, the end of the model's turn
+    /// (`<end_of_turn>`; Gemma 4's `<turn|>`).
     pub fn stop_ids(&self) -> Vec<u32> {
         let mut ids: Vec<u32> = self.vocab.eos.into_iter().collect();
-        ids.extend(self.token_id("<end_of_turn>").filter(|id| !ids.contains(id)));
+        for end in END_OF_TURN {
+            ids.extend(self.token_id(end).filter(|id| !ids.contains(id)));
+        }
         ids
     }
 
-    /// The vocabulary's chat template, or Gemma's turn format when it ships none.
+    /// The vocabulary's chat template, or when it ships none the built-in turn format of its generation:
+    /// Gemma 4's when the vocabulary has Gemma 4's `<|turn>` token, else Gemma 1-3's.
     pub fn chat_template(&self) -> ChatTemplate {
         let bos = self.vocab.bos.and_then(|i| self.piece(i)).unwrap_or("<bos>").to_string();
         let eos = self.vocab.eos.and_then(|i| self.piece(i)).unwrap_or("<eos>").to_string();
         match &self.vocab.chat_template {
             Some(t) => ChatTemplate::new(t.clone(), bos, eos),
+            None if self.token_id("<|turn>").is_some() => ChatTemplate::gemma4(bos, eos),
             None => ChatTemplate::gemma(bos, eos),
         }
+    }
+
+    /// Gemma 4's thought channel, `(open, close)`: the ids of `<|channel>` and `<channel|>` when the vocabulary
+    /// has both. A model that thinks writes `<|channel>thought\n…<channel|>` before its answer.
+    pub fn thought_channel(&self) -> Option<(u32, u32)> {
+        Some((self.token_id("<|channel>")?, self.token_id("<channel|>")?))
     }
 
     fn byte_value(&self, id: u32) -> Option<u8> {
         parse_byte_piece(self.piece(id)?)
     }
 }
+
+/// The pieces that end the model's turn: Gemma 1-3's and Gemma 4's.
+pub const END_OF_TURN: [&str; 2] = ["<end_of_turn>", "<turn|>"];
 
 /// Gemma's whole normaliser: each space becomes `▁`.
 fn normalize_into(text: &str, out: &mut String) {
