@@ -411,3 +411,44 @@ fn gemma3_gguf_with_mmproj() {
     let o = gemma(&["run", "-m", &text, "--image", &image, "Describe this image."]);
     assert_clean_failure(&o, "--mmproj");
 }
+
+/// `gemma chat` with Gemma 4 (tests/fixtures/tiny/gemma4_chat's tokenizer on the tiny E2B checkpoint, assembled in a
+/// temporary folder): with and without `--think`, each answer is transformers' greedy answer to the same
+/// conversation through the Gemma 4 template, ending at `<turn|>` where transformers' does; an earlier
+/// conversation (a system turn, a model turn) comes in by `/load`. `--show-thinking` shows no thoughts where the
+/// model had none.
+#[test]
+fn gemma4_chat_matches_transformers() {
+    use std::io::Write;
+    use std::process::Stdio;
+    let dir = std::env::temp_dir().join(format!("gemma-cli-gemma4-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (from, f) in [("gemma4_e2b", "config.json"), ("gemma4_e2b", "model.safetensors"), ("gemma4_chat", "tokenizer.json"),
+                      ("gemma4_chat", "tokenizer_config.json"), ("gemma4_chat", "generation_config.json")] {
+        std::fs::copy(PathBuf::from(tiny(from)).join(f), dir.join(f)).unwrap();
+    }
+    let e = expected("gemma4_chat");
+    for (i, g) in e["greedy"].as_array().unwrap().iter().enumerate() {
+        let messages = g["messages"].as_array().unwrap();
+        let (last, earlier) = messages.split_last().unwrap();
+        let mut input = String::new();
+        if !earlier.is_empty() {
+            let saved = dir.join(format!("conversation{i}.json"));
+            std::fs::write(&saved, serde_json::to_string(earlier).unwrap()).unwrap();
+            input.push_str(&format!("/load {}\n", saved.display()));
+        }
+        input.push_str(&format!("{}\n", last["content"].as_str().unwrap()));
+        let mut args = vec!["chat", "--model", dir.to_str().unwrap(), "-q", "--temperature", "0", "-n", "24", "--show-thinking"];
+        if g["enable_thinking"] == true {
+            args.push("--think");
+        }
+        let mut child = Command::new(env!("CARGO_BIN_EXE_gemma")).args(&args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        let o = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success(), "{err}");
+        assert_eq!(String::from_utf8_lossy(&o.stdout), format!("{}\n", g["content"].as_str().unwrap()), "case {i}");
+        assert!(!err.contains("warning"), "{err}");
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}

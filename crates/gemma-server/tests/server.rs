@@ -435,3 +435,41 @@ fn paligemma_answers_carry_detections() {
     assert_eq!(outcome(&r, true).0, text);
     assert!(!r.body.contains("detections"), "{}", r.body);
 }
+
+/// Gemma 4 chats (tests/fixtures/tiny/gemma4_chat, by tools/fixtures/make_gemma4_chat.py): the conversation through
+/// the built-in Gemma 4 template, thinking switched by `chat_template_kwargs.enable_thinking`, gives transformers'
+/// prompt and greedy answer, ending at `<turn|>` where transformers' does, streamed or not; the answer's text is what
+/// transformers' Gemma 4 response parser makes of it (no thoughts here: `reasoning_content` absent). A template
+/// variable other than `enable_thinking` is a 400 naming it.
+#[test]
+fn gemma4_chats_match_transformers() {
+    let server = start(gemma4_chat_engine(), options(256));
+    let addr = server.addr();
+    let e = gemma4_chat_expected();
+    let turn_end = e["special_ids"]["<turn|>"].as_u64().unwrap();
+    let mut stops = 0;
+    for g in e["greedy"].as_array().unwrap() {
+        let mut body = json!({"messages": g["messages"], "max_tokens": 24, "temperature": 0,
+                              "chat_template_kwargs": {"enable_thinking": g["enable_thinking"]}});
+        let r = post(addr, "/v1/chat/completions", &body);
+        assert_eq!(r.status, 200, "{}", r.body);
+        let j = r.json();
+        let generated = g["generated"].as_array().unwrap();
+        let stopped = [1, turn_end].contains(&generated.last().unwrap().as_u64().unwrap());
+        stops += stopped as usize;
+        let message = &j["choices"][0]["message"];
+        assert_eq!(message["content"], g["content"], "thinking {}", g["enable_thinking"]);
+        assert!(message.get("reasoning_content").is_none(), "{j}");
+        assert_eq!(j["choices"][0]["finish_reason"], if stopped { "stop" } else { "length" });
+        assert_eq!(j["usage"]["prompt_tokens"].as_u64().unwrap() as usize, g["prompt_ids"].as_array().unwrap().len());
+        assert_eq!(j["usage"]["completion_tokens"].as_u64().unwrap() as usize, generated.len() - stopped as usize);
+        body["stream"] = json!(true);
+        assert_eq!(outcome(&post(addr, "/v1/chat/completions", &body), true).0, g["content"].as_str().unwrap());
+    }
+    assert!(stops > 0, "one answer ends its turn");
+    let r = post(addr, "/v1/chat/completions", &json!({"messages": [{"role": "user", "content": "Hi"}], "chat_template_kwargs": {"tools_in_user": true}}));
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert_eq!(r.error()["param"], "chat_template_kwargs.tools_in_user");
+    let r = post(addr, "/v1/chat/completions", &json!({"messages": [{"role": "user", "content": "Hi"}], "chat_template_kwargs": {"enable_thinking": "yes"}}));
+    assert_eq!(r.status, 400, "{}", r.body);
+}

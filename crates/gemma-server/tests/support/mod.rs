@@ -62,6 +62,18 @@ pub fn gemma3_vision_engine() -> Engine {
     Engine { model, tokenizer, pool: ThreadPool::new(2) }
 }
 
+/// The tiny Gemma 4 E2B checkpoint with tests/fixtures/tiny/gemma4_chat's tokenizer (Gemma 4's turn and channel
+/// tokens, no template: the built-in Gemma 4 format).
+pub fn gemma4_chat_engine() -> Engine {
+    let model = gemma::load(&repo().join("tests/fixtures/tiny/gemma4_e2b")).expect("tiny Gemma 4");
+    let tokenizer = Tokenizer::from_dir(&repo().join("tests/fixtures/tiny/gemma4_chat")).expect("Gemma 4 chat tokenizer");
+    Engine { model, tokenizer, pool: ThreadPool::new(2) }
+}
+
+pub fn gemma4_chat_expected() -> Value {
+    serde_json::from_str(&std::fs::read_to_string(repo().join("tests/fixtures/tiny/gemma4_chat/expected.json")).unwrap()).unwrap()
+}
+
 pub fn gemma3_vision_dir() -> PathBuf {
     repo().join("tests/fixtures/tiny/gemma3_vision")
 }
