@@ -91,10 +91,6 @@ impl ChatTemplate {
         self
     }
 
-    pub fn thinking(&self) -> bool {
-        self.thinking
-    }
-
     pub fn source(&self) -> &str {
         &self.source
     }
@@ -218,7 +214,7 @@ mod tests {
     }
 
     /// The published Gemma 4 format (google/gemma-4-*-it chat_template.jinja, 2026-07-09), written out by hand
-    /// for a few conversations; tests/tokenizer_parity.rs holds the built-in to transformers' rendering of it
+    /// for a few conversations; tests/gemma4_chat.rs holds the built-in to transformers' rendering of it
     /// for many more.
     #[test]
     fn builtin_gemma4_format() {
